@@ -1,0 +1,189 @@
+"""CIE Lab colour conversion and the authors' scaling to [-1, 1].
+
+Two implementations of sRGB -> CIE Lab (D65 white, 2 degree observer):
+
+* :func:`rgb_to_lab` / :func:`lab_to_rgb` use scikit-image on numpy arrays. They
+  are the reference, and what the notebooks teach with.
+* :func:`rgb_to_lab_tf` / :func:`lab_to_rgb_tf` are vectorised TensorFlow ops
+  for the ``tf.data`` pipeline. TensorFlow is imported lazily, so this module is
+  usable on any Keras backend.
+
+The network sees ``L`` scaled with ``2 * L / 100 - 1`` and predicts ``ab / 127``
+(Baldassarre et al., 2017).
+"""
+
+import numpy as np
+from skimage import color as _skcolor
+
+# D65 reference white (2 degree observer), as in scikit-image.
+D65_WHITE = (0.95047, 1.0, 1.08883)
+# Linear sRGB -> XYZ (D65), IEC 61966-2-1.
+RGB_TO_XYZ = np.array(
+    [
+        [0.412453, 0.357580, 0.180423],
+        [0.212671, 0.715160, 0.072169],
+        [0.019334, 0.119193, 0.950227],
+    ],
+    dtype=np.float64,
+)
+XYZ_TO_RGB = np.linalg.inv(RGB_TO_XYZ)
+AB_SCALE = 127.0
+
+
+def _as_float_rgb(rgb):
+    rgb = np.asarray(rgb)
+    if rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image of shape (..., H, W, 3), got shape {rgb.shape}")
+    if rgb.dtype == np.uint8:
+        return rgb.astype(np.float64) / 255.0
+    return rgb.astype(np.float64)
+
+
+def rgb_to_lab(rgb):
+    """Convert sRGB to CIE Lab (D65) with scikit-image.
+
+    Parameters
+    ----------
+    rgb : ndarray, shape (..., H, W, 3)
+        uint8 in [0, 255] or float in [0, 1].
+
+    Returns
+    -------
+    lab : ndarray of float64, shape (..., H, W, 3)
+        L in [0, 100], a and b roughly in [-128, 127].
+    """
+    return _skcolor.rgb2lab(_as_float_rgb(rgb))
+
+
+def lab_to_rgb(lab):
+    """Convert CIE Lab (D65) to sRGB with scikit-image.
+
+    Parameters
+    ----------
+    lab : ndarray, shape (..., H, W, 3)
+        L in [0, 100], a and b roughly in [-128, 127].
+
+    Returns
+    -------
+    rgb : ndarray of float64, shape (..., H, W, 3)
+        Values in [0, 1] (out-of-gamut colours are clipped).
+    """
+    return np.clip(_skcolor.lab2rgb(np.asarray(lab, dtype=np.float64)), 0.0, 1.0)
+
+
+def scale_l(lightness):
+    """Scale L from [0, 100] to [-1, 1] with the authors' ``2 * L / 100 - 1``."""
+    return 2.0 * lightness / 100.0 - 1.0
+
+
+def unscale_l(scaled):
+    """Invert :func:`scale_l`: [-1, 1] -> [0, 100]."""
+    return (scaled + 1.0) * 50.0
+
+
+def scale_ab(ab):
+    """Scale a and b to about [-1, 1] with the authors' ``ab / 127``."""
+    return ab / AB_SCALE
+
+
+def unscale_ab(scaled):
+    """Invert :func:`scale_ab`."""
+    return scaled * AB_SCALE
+
+
+def to_uint8(rgb_float):
+    """Round float RGB in [0, 1] to uint8 in [0, 255]."""
+    return np.clip(np.round(np.asarray(rgb_float) * 255.0), 0, 255).astype(np.uint8)
+
+
+def lab_scaled_to_rgb(l_scaled, ab_scaled):
+    """Merge scaled L and ab into an 8-bit RGB image.
+
+    Parameters
+    ----------
+    l_scaled : ndarray, shape (H, W) or (H, W, 1)
+        L scaled to [-1, 1].
+    ab_scaled : ndarray, shape (H, W, 2)
+        ab scaled by 1/127.
+
+    Returns
+    -------
+    rgb : ndarray of uint8, shape (H, W, 3)
+    """
+    l_scaled = np.asarray(l_scaled, dtype=np.float64)
+    if l_scaled.ndim == ab_scaled.ndim:
+        l_scaled = l_scaled[..., 0]
+    lab = np.concatenate(
+        [unscale_l(l_scaled)[..., None], unscale_ab(np.asarray(ab_scaled, dtype=np.float64))], axis=-1
+    )
+    return to_uint8(lab_to_rgb(lab))
+
+
+def gray_lightness(rgb):
+    """Return the L channel (0-100) of an RGB image, shape (H, W)."""
+    return rgb_to_lab(rgb)[..., 0]
+
+
+# --------------------------------------------------------------------------- TF
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def rgb_to_lab_tf(rgb):
+    """Vectorised sRGB -> CIE Lab (D65) in TensorFlow.
+
+    Parameters
+    ----------
+    rgb : tf.Tensor, shape (..., 3)
+        float in [0, 1], or uint8 in [0, 255].
+
+    Returns
+    -------
+    lab : tf.Tensor of float32, shape (..., 3)
+        L in [0, 100], a and b roughly in [-128, 127].
+    """
+    tf = _tf()
+    rgb = tf.convert_to_tensor(rgb)
+    if rgb.dtype == tf.uint8:
+        rgb = tf.cast(rgb, tf.float32) / 255.0
+    rgb = tf.cast(rgb, tf.float32)
+    linear = tf.where(rgb > 0.04045, tf.pow((rgb + 0.055) / 1.055, 2.4), rgb / 12.92)
+    matrix = tf.constant((RGB_TO_XYZ / np.array(D65_WHITE)[:, None]).T, tf.float32)
+    xyz = tf.tensordot(linear, matrix, axes=1)
+    eps = 216.0 / 24389.0
+    kappa = 24389.0 / 27.0
+    f = tf.where(xyz > eps, tf.pow(tf.maximum(xyz, eps), 1.0 / 3.0), (kappa * xyz + 16.0) / 116.0)
+    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+    lightness = 116.0 * fy - 16.0
+    a = 500.0 * (fx - fy)
+    b = 200.0 * (fy - fz)
+    return tf.stack([lightness, a, b], axis=-1)
+
+
+def lab_to_rgb_tf(lab):
+    """Vectorised CIE Lab (D65) -> sRGB in TensorFlow, clipped to [0, 1].
+
+    Parameters
+    ----------
+    lab : tf.Tensor, shape (..., 3)
+        L in [0, 100], a and b roughly in [-128, 127].
+
+    Returns
+    -------
+    rgb : tf.Tensor of float32, shape (..., 3), in [0, 1].
+    """
+    tf = _tf()
+    lab = tf.cast(lab, tf.float32)
+    fy = (lab[..., 0] + 16.0) / 116.0
+    fx = fy + lab[..., 1] / 500.0
+    fz = fy - lab[..., 2] / 200.0
+    f = tf.stack([fx, fy, fz], axis=-1)
+    eps = 6.0 / 29.0
+    xyz = tf.where(f > eps, tf.pow(f, 3.0), (f - 16.0 / 116.0) * 3.0 * eps**2)
+    xyz = xyz * tf.constant(D65_WHITE, tf.float32)
+    linear = tf.tensordot(xyz, tf.constant(XYZ_TO_RGB.T, tf.float32), axes=1)
+    linear = tf.maximum(linear, 0.0)
+    rgb = tf.where(linear > 0.0031308, 1.055 * tf.pow(linear, 1.0 / 2.4) - 0.055, 12.92 * linear)
+    return tf.clip_by_value(rgb, 0.0, 1.0)
