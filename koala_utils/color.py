@@ -113,9 +113,7 @@ def lab_scaled_to_rgb(l_scaled, ab_scaled):
     l_scaled = np.asarray(l_scaled, dtype=np.float64)
     if l_scaled.ndim == ab_scaled.ndim:
         l_scaled = l_scaled[..., 0]
-    lab = np.concatenate(
-        [unscale_l(l_scaled)[..., None], unscale_ab(np.asarray(ab_scaled, dtype=np.float64))], axis=-1
-    )
+    lab = np.concatenate([unscale_l(l_scaled)[..., None], unscale_ab(np.asarray(ab_scaled, dtype=np.float64))], axis=-1)
     return to_uint8(lab_to_rgb(lab))
 
 
@@ -187,3 +185,73 @@ def lab_to_rgb_tf(lab):
     linear = tf.maximum(linear, 0.0)
     rgb = tf.where(linear > 0.0031308, 1.055 * tf.pow(linear, 1.0 / 2.4) - 0.055, 12.92 * linear)
     return tf.clip_by_value(rgb, 0.0, 1.0)
+
+
+# ------------------------------------------------------------ fast numpy paths
+def _srgb_to_linear(v):
+    return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+
+
+def _linear_to_srgb(v):
+    v = np.maximum(v, 0.0)
+    return np.where(v > 0.0031308, 1.055 * np.power(v, 1.0 / 2.4) - 0.055, 12.92 * v)
+
+
+def _lab_f_inverse(f):
+    linear_part = (f - np.float32(16.0 / 116.0)) * np.float32(3.0 * (6.0 / 29.0) ** 2)
+    return np.where(f > np.float32(6.0 / 29.0), f * f * f, linear_part)
+
+
+def lightness(rgb):
+    """CIE L (0-100) of an RGB image, computed in float32 from the luminance.
+
+    Equal to ``rgb_to_lab(rgb)[..., 0]`` within 1e-3, several times faster,
+    which matters for full-resolution photos.
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (H, W, 3)
+
+    Returns
+    -------
+    lightness : ndarray of float32, shape (H, W)
+    """
+    lut = _srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+    rgb = np.asarray(rgb)
+    weights = RGB_TO_XYZ[1].astype(np.float32)
+    luminance = lut[rgb[..., 0]] * weights[0] + lut[rgb[..., 1]] * weights[1] + lut[rgb[..., 2]] * weights[2]
+    eps = 216.0 / 24389.0
+    f = np.where(luminance > eps, np.cbrt(luminance), (24389.0 / 27.0 * luminance + 16.0) / 116.0)
+    return (116.0 * f - 16.0).astype(np.float32)
+
+
+def lab_to_rgb_fast(lightness_100, ab):
+    """CIE Lab (D65) to RGB uint8 in float32 numpy, for full-resolution merges.
+
+    Parameters
+    ----------
+    lightness_100 : ndarray, shape (H, W), L in [0, 100]
+    ab : ndarray, shape (H, W, 2), unscaled a and b
+
+    Returns
+    -------
+    rgb : ndarray of uint8, shape (H, W, 3)
+    """
+    lightness_100 = np.asarray(lightness_100, dtype=np.float32)
+    ab = np.asarray(ab, dtype=np.float32)
+    fy = (lightness_100 + 16.0) / 116.0
+    f = np.stack([fy + ab[..., 0] / np.float32(500.0), fy, fy - ab[..., 1] / np.float32(200.0)], axis=-1)
+    xyz = _lab_f_inverse(f) * np.asarray(D65_WHITE, dtype=np.float32)
+    linear = xyz @ XYZ_TO_RGB.T.astype(np.float32)
+    # Encode through a 16-bit lookup table: exact to 1/20 of a level, and far faster than pow().
+    index = np.clip(linear * _ENCODE_STEPS + 0.5, 0, _ENCODE_STEPS).astype(np.int32)
+    return _encode_lut()[index]
+
+
+_ENCODE_STEPS = 65535
+
+
+def _encode_lut(cache={}):  # noqa: B006 - a deliberate module-level memo
+    if "lut" not in cache:
+        cache["lut"] = to_uint8(_linear_to_srgb(np.arange(_ENCODE_STEPS + 1) / _ENCODE_STEPS))
+    return cache["lut"]

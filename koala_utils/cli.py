@@ -1,0 +1,222 @@
+"""The ``koala`` command line: prepare, train, evaluate, colorize.
+
+Exit codes: 0 success; 1 some inputs failed (the rest were processed);
+2 bad usage or unusable arguments (missing folder, unreadable model);
+3 training diverged.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+
+
+def _err(message):
+    print(f"koala: error: {message}", file=sys.stderr)
+
+
+def _load_model_arg(model_arg):
+    """A model from a path (a .keras file or a run folder), or the shipped one."""
+    from .model import load_model
+
+    if model_arg is None:
+        from . import pretrained
+
+        model, info = pretrained.load(return_info=True)
+        print(f"model: {info}", file=sys.stderr)
+        return model, info.get("backbone", "efficientnet_lite0")
+    path = Path(model_arg)
+    if path.is_dir():
+        path = path / "best.keras" if (path / "best.keras").is_file() else path / "last.keras"
+    backbone = "efficientnet_lite0"
+    config = path.parent / "config.json"
+    if config.is_file():
+        backbone = json.loads(config.read_text()).get("backbone", backbone)
+    print(f"model: {path} (backbone {backbone})", file=sys.stderr)
+    return load_model(path), backbone
+
+
+def cmd_prepare(args):
+    from .data import prepare
+
+    source = Path(args.source)
+    if not source.exists():
+        _err(f"{source}: no such file or folder")
+        return EXIT_USAGE
+    manifest = prepare(
+        source,
+        args.out,
+        backbone=args.backbone,
+        size=args.size,
+        shard_size=args.shard_size,
+        shard_index=args.shard_index,
+        num_shards=args.num_shards,
+    )
+    if args.num_shards > 1:
+        print(f"worker {args.shard_index}/{args.num_shards} done; run `koala merge {args.out}` after all workers")
+        return EXIT_OK
+    return _report_prepare(manifest)
+
+
+def _report_prepare(manifest):
+    counts = manifest["counts"]
+    print(
+        f"records: {counts['train']} train, {counts['val']} val; skipped {counts['skipped_gray']} gray; "
+        f"failed {counts['failed']}; {manifest['bytes_per_image'] / 1024:.1f} KB per image; "
+        f"reused {manifest['reused_images']}"
+    )
+    for failure in manifest["failed"]:
+        _err(failure["error"])
+    return EXIT_PARTIAL if manifest["failed"] else EXIT_OK
+
+
+def cmd_merge(args):
+    from .data import ShardError, merge_manifests
+
+    try:
+        return _report_prepare(merge_manifests(args.out))
+    except ShardError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+
+def cmd_train(args):
+    from .train import TrainingDivergedError, train
+
+    strategy = None
+    if args.strategy != "default":
+        from .distribute import make_strategy
+
+        strategy = make_strategy(args.strategy)
+    try:
+        _, history = train(
+            args.records,
+            args.run_dir,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            mixed_precision=args.mixed_precision,
+            strategy=strategy,
+            image_size=args.image_size,
+            steps_per_epoch=args.steps_per_epoch,
+            backup_every_steps=args.backup_every_steps,
+            seed=args.seed,
+            verbose=args.verbose,
+        )
+    except TrainingDivergedError as exc:
+        _err(str(exc))
+        return EXIT_DIVERGED
+    print(
+        f"done: {len(history.get('epoch', []))} epochs; final loss {history['loss'][-1]:.5f}; "
+        f"val_loss {history.get('val_loss', [float('nan')])[-1]:.5f}; models in {args.run_dir}"
+    )
+    return EXIT_OK
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate_records, format_table
+
+    model, _ = _load_model_arg(args.model)
+    result = evaluate_records(model, args.records, split=args.split, limit=args.limit)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: result[k] for k in ("mean", "gray_mean", "delta")}, indent=1))
+    return EXIT_OK
+
+
+def cmd_colorize(args):
+    from .backbones import get_backbone
+    from .colorize import colorize_files
+    from .images import list_images
+
+    paths = []
+    for entry in args.inputs:
+        entry = Path(entry)
+        paths.extend(list_images(entry) if entry.is_dir() else [entry])
+    if not paths:
+        _err("no input images")
+        return EXIT_USAGE
+    try:
+        model, backbone_name = _load_model_arg(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    report = colorize_files(paths, args.output, model, get_backbone(backbone_name), args.size, args.overwrite)
+    print(f"colorized {len(report['written'])} of {len(paths)} into {args.output}")
+    if report["failed"]:
+        print(f"{len(report['failed'])} failed:", file=sys.stderr)
+        for _, reason in report["failed"]:
+            print(f"  {reason}", file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="koala", description="Deep Koalarization: colorize photos with Keras.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="photos -> TFRecords with backbone embeddings")
+    p.add_argument("source", help="folder of photos (searched recursively) or one photo")
+    p.add_argument("out", help="output folder for shards and manifest.json")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "inception_resnet_v2"])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--shard-size", type=int, default=500)
+    p.add_argument("--shard-index", type=int, default=0, help="this worker's index (with --num-shards)")
+    p.add_argument("--num-shards", type=int, default=1, help="number of independent workers")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("merge", help="merge the workers' partial manifests")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("train", help="train (resumes an interrupted run in the same RUN_DIR)")
+    p.add_argument("records")
+    p.add_argument("run_dir")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=100, help="per replica (paper: 100)")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--mixed-precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker", "tpu"])
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--backup-every-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics against the gray baseline")
+    p.add_argument("model", help="a .keras file or a run folder; 'pretrained' for the shipped model")
+    p.add_argument("records")
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the means to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("colorize", help="colorize photos at full resolution")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
+    p.add_argument("--model", default=None, help="a .keras file or run folder (default: the shipped model)")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+    p.set_defaults(func=cmd_colorize)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "model", None) == "pretrained":
+        args.model = None
+    try:
+        return args.func(args)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

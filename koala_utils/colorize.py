@@ -1,0 +1,164 @@
+"""Colorize photos of any size with a trained model.
+
+The network runs at a small size (224 px, white-padded as in training); its ab
+prediction is cropped to the photo, upsampled bilinearly to full resolution and
+merged with the photo's own full-resolution L. So the output keeps every detail
+of the input; only the colour comes from the network.
+
+Backend-agnostic: runs on TensorFlow and JAX.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import color, images
+from .model import Predictor
+
+OUTPUT_SUFFIX = "_colorized"
+
+
+def _predictor(model):
+    """One :class:`Predictor` per model object, reused across calls."""
+    predictor = getattr(model, "_koala_predictor", None)
+    if predictor is None:
+        predictor = Predictor(model)
+        model._koala_predictor = predictor
+    return predictor
+
+
+def upsample_ab(ab, height, width):
+    """Bilinear resize of an ab map (h, w, 2) float32 to (height, width, 2)."""
+    if ab.shape[:2] == (height, width):
+        return ab.astype(np.float32)
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(ab[..., k]), mode="F").resize((width, height), Image.BILINEAR))
+        for k in range(ab.shape[-1])
+    ]
+    return np.stack(channels, axis=-1)
+
+
+def predict_small_ab(gray, model, backbone, size=224):
+    """Run backbone and network on a gray photo at ``size``; ab for the photo.
+
+    Parameters
+    ----------
+    gray : ndarray of uint8, shape (H, W)
+    model : keras.Model
+    backbone : backbones.Backbone
+    size : int
+        Network input side (a multiple of 8; 224 as in training).
+
+    Returns
+    -------
+    ab : ndarray of float32, shape (h, w, 2)
+        Unscaled a and b for the photo's area inside the padded square (the
+        white padding is cropped away), at the network's resolution.
+    timings : dict
+        Seconds spent in ``backbone`` and ``network``.
+    """
+    start = time.perf_counter()
+    embedding = backbone.embed([gray])
+    mid = time.perf_counter()
+    padded, (top, left, h, w) = images.resize_pad(gray, size)
+    l_scaled = color.scale_l(color.lightness(images.gray_to_rgb(padded)))[None, ..., None]
+    ab_scaled = _predictor(model)(l_scaled, embedding)[0]
+    end = time.perf_counter()
+    ab = color.unscale_ab(ab_scaled[top : top + h, left : left + w])
+    return ab, {"backbone": mid - start, "network": end - mid}
+
+
+def colorize(image, model, backbone, size=224, return_timings=False):
+    """Colorize one photo at its full resolution.
+
+    Parameters
+    ----------
+    image : path, PIL image or ndarray
+        Any photo :func:`koala_utils.images.load_image` reads. A colour photo
+        is converted to gray first.
+    model : keras.Model
+        A trained colorization network.
+    backbone : backbones.Backbone
+        The backbone the model was trained with.
+    size : int
+        Network input side.
+    return_timings : bool
+        Also return seconds per stage: load, backbone, network, merge.
+
+    Returns
+    -------
+    rgb : ndarray of uint8, shape (H, W, 3)
+        The same H and W as the input.
+    timings : dict, only if ``return_timings``
+    """
+    start = time.perf_counter()
+    rgb = images.load_image(image)
+    gray = images.to_gray(rgb)
+    loaded = time.perf_counter()
+    ab, timings = predict_small_ab(gray, model, backbone, size)
+    merge_start = time.perf_counter()
+    full_l = color.lightness(rgb)
+    ab_full = upsample_ab(ab, gray.shape[0], gray.shape[1])
+    out = color.lab_to_rgb_fast(full_l, ab_full)
+    timings = {"load": loaded - start, **timings, "merge": time.perf_counter() - merge_start}
+    return (out, timings) if return_timings else out
+
+
+def output_path(source, out_dir, suffix=OUTPUT_SUFFIX):
+    """Where the colorized copy of ``source`` goes: ``OUT_DIR/<stem><suffix>.png``."""
+    return Path(out_dir) / f"{Path(source).stem}{suffix}.png"
+
+
+def _save_png(rgb, path):
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, log=print):
+    """Colorize many files; go on past bad ones and report them.
+
+    Never writes over an input file, and never over an existing output unless
+    ``overwrite`` is set.
+
+    Parameters
+    ----------
+    paths : iterable of path
+    out_dir : path
+        Created if missing.
+    model, backbone, size
+        See :func:`colorize`.
+    overwrite : bool
+        Replace outputs that already exist (inputs are never replaced).
+    log : callable
+        Receives one line per file.
+
+    Returns
+    -------
+    dict
+        ``written``: list of (input, output) paths; ``failed``: list of
+        (input, reason).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in paths]
+    inputs = {p.resolve() for p in paths if p.exists()}
+    written, failed = [], []
+    for path in paths:
+        target = output_path(path, out_dir)
+        try:
+            if target.resolve() in inputs:
+                raise FileExistsError(f"{target}: output would overwrite an input file")
+            if target.exists() and not overwrite:
+                raise FileExistsError(f"{target}: output exists (use --overwrite to replace it)")
+            _save_png(colorize(path, model, backbone, size), target)
+        except (OSError, ValueError) as exc:
+            reason = str(exc) if str(path) in str(exc) or str(target) in str(exc) else f"{path}: {exc}"
+            failed.append((str(path), reason))
+            log(f"error: {reason}")
+            continue
+        written.append((str(path), str(target)))
+        log(f"{path} -> {target}")
+    return {"written": written, "failed": failed}

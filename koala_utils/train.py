@@ -1,0 +1,249 @@
+"""Training: Adam 1e-3 on the MSE of scaled ab, with resume after interruption.
+
+A run folder holds everything a run writes::
+
+    RUN_DIR/config.json          the arguments
+    RUN_DIR/log.csv              one line per epoch (loss, val_loss, ...)
+    RUN_DIR/tensorboard/         TensorBoard logs
+    RUN_DIR/backup/              BackupAndRestore state (resume point)
+    RUN_DIR/best.keras           best model by val_loss
+    RUN_DIR/last.keras           last model whose loss was finite
+
+Calling :func:`train` again on the same ``RUN_DIR`` after a crash resumes from
+the backup: the epoch counter continues and the log is appended to.
+"""
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import keras
+
+from . import data
+from .model import build_model, compile_model
+
+POLICIES = {"fp32": None, "float32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; training stopped."""
+
+
+def resolve_policy(mixed_precision):
+    """Map a user's switch to a Keras dtype policy name (or None for float32).
+
+    ``"auto"`` / ``True`` picks ``mixed_float16`` on a GPU and
+    ``mixed_bfloat16`` on a CPU. Also accepts ``"fp32"``, ``"bf16"``,
+    ``"fp16"`` and Keras' own policy names.
+    """
+    if mixed_precision in (None, False, "none", "off"):
+        return None
+    if mixed_precision in (True, "auto", "on"):
+        gpus = [d for d in keras.distribution.list_devices() if "gpu" in d.lower() or "cuda" in d.lower()]
+        return "mixed_float16" if gpus else "mixed_bfloat16"
+    if mixed_precision in POLICIES:
+        return POLICIES[mixed_precision]
+    if mixed_precision in ("mixed_bfloat16", "mixed_float16"):
+        return mixed_precision
+    raise ValueError(f"unknown mixed precision setting {mixed_precision!r}: use auto, fp32, bf16 or fp16")
+
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras' ``TerminateOnNaN`` that also remembers that it fired."""
+
+    diverged = False
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = True
+        super().on_batch_end(batch, logs)
+
+
+class LastGoodCheckpoint(keras.callbacks.Callback):
+    """Save the model each epoch, atomically, only while the loss is finite."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or not math.isfinite(loss):
+            return
+        tmp = self.path.with_name(self.path.stem + ".tmp.keras")
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
+
+
+def read_history(run_dir):
+    """The run's per-epoch log as a dict of lists (last line wins per epoch)."""
+    path = Path(run_dir) / "log.csv"
+    if not path.is_file():
+        return {}
+    rows = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            rows[int(row["epoch"])] = row
+    history = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            history.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
+    return history
+
+
+def _callbacks(run_dir, backup_every_steps, tensorboard, nan_guard):
+    backup_freq = backup_every_steps if backup_every_steps else "epoch"
+    callbacks = [
+        nan_guard,
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), save_freq=backup_freq, delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True),
+        LastGoodCheckpoint(run_dir / "last.keras"),
+        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
+    ]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq="epoch"))
+    return callbacks
+
+
+def _build(embed_dim, policy, learning_rate, initial_model):
+    model = build_model(embed_dim, dtype_policy=policy)
+    if initial_model is not None:
+        model.set_weights(initial_model.get_weights())
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if policy == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def train(
+    records_dir,
+    run_dir,
+    epochs=10,
+    batch_size=100,
+    learning_rate=1e-3,
+    mixed_precision=None,
+    strategy=None,
+    image_size=None,
+    augment=True,
+    steps_per_epoch=None,
+    validation_steps=None,
+    backup_every_steps=None,
+    seed=0,
+    verbose=1,
+    tensorboard=True,
+    initial_model=None,
+    callbacks=(),
+    val_records_dir=None,
+):
+    """Train the colorization network on prepared records.
+
+    Parameters
+    ----------
+    records_dir : path
+        Output of :func:`koala_utils.data.prepare`.
+    run_dir : path
+        Where logs, backups and checkpoints go (see the module docstring).
+        Re-running with the same ``run_dir`` resumes an interrupted run.
+    epochs : int
+        Total epochs, counting those already done before an interruption.
+    batch_size : int
+        Per replica; the global batch is ``batch_size * replicas`` (the paper
+        used 100 on one GPU). The learning rate is not rescaled.
+    learning_rate : float
+        Adam's learning rate (paper: 1e-3).
+    mixed_precision : None, bool or str
+        See :func:`resolve_policy`. The output layer stays float32.
+    strategy : tf.distribute.Strategy, optional
+        Build and train under this strategy (TensorFlow backend).
+    image_size : int, optional
+        Train at a lower resolution (a multiple of 8): the net is fully
+        convolutional.
+    augment : bool
+        Random flips and crops on the training split.
+    steps_per_epoch, validation_steps : int, optional
+        Limit each epoch (quick runs); default: one pass over the split.
+    backup_every_steps : int, optional
+        Save the resume point every N steps, not only at each epoch's end.
+    seed : int
+        ``keras.utils.set_random_seed`` and the data pipeline's seed.
+    verbose : int
+        Keras' progress bar (1), one line per epoch (2) or silent (0).
+    tensorboard : bool
+    initial_model : keras.Model, optional
+        Start from these weights (fine-tuning).
+    callbacks : sequence of keras.callbacks.Callback
+        Extra callbacks (e.g. a live plot in a notebook).
+    val_records_dir : path, optional
+        Validate on the "val" split of other records (e.g. ImageNet-val)
+        instead of the held-out 10 % of ``records_dir``.
+
+    Returns
+    -------
+    model : keras.Model
+    history : dict of lists
+        Every epoch of the run, earlier interrupted attempts included.
+
+    Raises
+    ------
+    TrainingDivergedError
+        The loss became NaN; ``last.keras`` keeps the last good weights.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    policy = resolve_policy(mixed_precision)
+    manifest = data.read_manifest(records_dir)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    global_batch = batch_size * replicas
+    config = {
+        "records_dir": str(records_dir),
+        "val_records_dir": str(val_records_dir or records_dir),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "global_batch": global_batch,
+        "learning_rate": learning_rate,
+        "dtype_policy": policy or "float32",
+        "image_size": image_size or manifest["image_size"],
+        "augment": augment,
+        "backbone": manifest["backbone"],
+        "embed_dim": manifest["embed_dim"],
+        "replicas": replicas,
+        "seed": seed,
+    }
+    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+
+    train_ds = data.load(
+        records_dir, "train", global_batch, augment=augment, image_size=image_size, seed=seed, repeat=True
+    )
+    val_ds = data.load(val_records_dir or records_dir, "val", global_batch, image_size=image_size)
+    if steps_per_epoch is None:
+        steps_per_epoch = max(1, math.ceil(manifest["counts"]["train"] / global_batch))
+    if strategy is not None:
+        with strategy.scope():
+            model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
+    else:
+        model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
+    nan_guard = StopOnNaN()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps,
+        callbacks=_callbacks(run_dir, backup_every_steps, tensorboard, nan_guard) + list(callbacks),
+        verbose=verbose,
+        shuffle=False,  # the dataset shuffles itself
+    )
+    if nan_guard.diverged:
+        raise TrainingDivergedError(
+            f"training diverged (the loss became NaN) in {run_dir}; the last good model is "
+            f"{run_dir / 'last.keras'}. Lower the learning rate or check the data."
+        )
+    return model, read_history(run_dir)
+
+
+__all__ = ["train", "read_history", "resolve_policy", "compile_model", "TrainingDivergedError"]
