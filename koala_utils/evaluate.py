@@ -222,7 +222,9 @@ def evaluate_images(preds, truths, names=None):
         prefixed ``gray_``. ``mean`` and ``gray_mean``: the average of each
         metric (ignoring nan; the PSNR mean is over finite values only, and is
         ``inf`` when every image is reproduced exactly). ``delta``: ours minus
-        gray for ``psnr``, ``ssim``, ``mse_ab`` and ``cf_ratio``.
+        gray for ``psnr``, ``ssim``, ``mse_ab`` and ``cf_ratio``, averaged over
+        the per-image differences, so that the PSNR difference compares the two
+        on the same images (those where ours is not exact).
         ``n_images`` and ``n_psnr_infinite`` count the images and the exact ones.
     """
     preds, truths = list(preds), list(truths)
@@ -232,7 +234,7 @@ def evaluate_images(preds, truths, names=None):
     if len(names) != len(preds):
         raise ValueError(f"{len(names)} names for {len(preds)} images")
     per_image = []
-    for name, pred, true in zip(names, preds, truths):
+    for name, pred, true in zip(names, preds, truths, strict=True):
         row = {"name": name, **image_metrics(pred, true)}
         gray = image_metrics(gray_baseline(true), true)
         row.update({f"gray_{key}": value for key, value in gray.items()})
@@ -243,7 +245,9 @@ def evaluate_images(preds, truths, names=None):
         "per_image": per_image,
         "mean": mean,
         "gray_mean": gray_mean,
-        "delta": {key: _difference(mean[key], gray_mean[key]) for key in DELTA_METRICS},
+        "delta": {
+            key: _mean([_difference(row[key], row[f"gray_{key}"]) for row in per_image], key) for key in DELTA_METRICS
+        },
         "n_images": len(per_image),
         "n_psnr_infinite": sum(1 for row in per_image if row["psnr"] == math.inf),
     }
@@ -273,20 +277,24 @@ def format_table(result):
     -------
     str
         One row per metric, columns ``ours``, ``gray`` and ``difference``
-        (ours minus gray).
+        (ours minus gray; ``result["delta"]`` where it has the metric).
     """
     header = ("metric", "ours", "gray", "difference")
     rows = [header]
     for key in METRICS:
         ours, gray = result["mean"][key], result["gray_mean"][key]
-        rows.append((key, _fmt(ours), _fmt(gray), _fmt(_difference(ours, gray))))
+        difference = result["delta"].get(key, _difference(ours, gray))
+        rows.append((key, _fmt(ours), _fmt(gray), _fmt(difference)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for row in rows:
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells))
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines) + f"\n({result['n_images']} images)"
+    footer = f"({result['n_images']} images"
+    if 0 < result["n_psnr_infinite"] < result["n_images"]:
+        footer += f"; {result['n_psnr_infinite']} reproduced exactly, left out of the PSNR mean and difference"
+    return "\n".join(lines) + "\n" + footer + ")"
 
 
 def _show(ax, image, title=None):
@@ -383,7 +391,7 @@ def before_after_gallery(befores, afters, titles, path, columns=2):
     axes = fig.subplots(rows, 2 * columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for i, (before, after, title) in enumerate(zip(befores, afters, titles)):
+    for i, (before, after, title) in enumerate(zip(befores, afters, titles, strict=True)):
         row, col = divmod(i, columns)
         _show(axes[row, 2 * col], before, f"{title}: before")
         _show(axes[row, 2 * col + 1], after, f"{title}: after")

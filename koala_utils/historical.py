@@ -208,7 +208,7 @@ def align_plate(plate, crop_fraction=0.1, upsample_factor=1, reference="green", 
     """
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
-    channels = dict(zip(("blue", "green", "red"), split_plate(plate)))
+    channels = dict(zip(("blue", "green", "red"), split_plate(plate), strict=True))
     shifts = {}
     aligned = {}
     for name, channel in channels.items():

@@ -176,3 +176,13 @@ def test_before_after_gallery(tmp_path):
     with Image.open(out) as img:
         img.load()
         assert img.size[0] > img.size[1]  # 2 rows of 4 panels
+
+
+def test_psnr_difference_is_paired_when_some_images_are_exact():
+    truths = [data.astronaut()[::8, ::8], data.coffee()[::8, ::8]]
+    preds = [ev.gray_baseline(truths[0]), truths[1]]  # the second is reproduced exactly
+    result = ev.evaluate_images(preds, truths)
+    first = result["per_image"][0]
+    assert result["mean"]["psnr"] == pytest.approx(first["psnr"])  # the exact image is left out
+    assert result["delta"]["psnr"] == pytest.approx(0.0)  # ours equals gray on the first image
+    assert "1 reproduced exactly" in ev.format_table(result)

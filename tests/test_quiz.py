@@ -61,14 +61,17 @@ def test_paper_rate_constant():
     assert qz.PAPER_FOOLING_RATE == 0.4587
 
 
+def _names(quiz):
+    return [item.name for item in quiz.order]
+
+
 def test_seeded_order_is_stable():
-    names = lambda quiz: [item.name for item in quiz.order]  # noqa: E731
     a = qz.FakeOrRealQuiz(_items(10, 10), seed=3)
     b = qz.FakeOrRealQuiz(_items(10, 10), seed=3)
     c = qz.FakeOrRealQuiz(_items(10, 10), seed=4)
-    assert names(a) == names(b)
-    assert names(a) != names(c)
-    assert sorted(names(a)) == sorted(item.name for item in _items(10, 10))
+    assert _names(a) == _names(b)
+    assert _names(a) != _names(c)
+    assert sorted(_names(a)) == sorted(item.name for item in _items(10, 10))
 
 
 def test_quiz_walkthrough():
