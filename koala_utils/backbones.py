@@ -112,8 +112,7 @@ class Backbone:
 
     def __repr__(self):
         return (
-            f"Backbone(name={self.name!r}, input_size={self.input_size}, dim={self.dim}, "
-            f"pretrained={self.pretrained})"
+            f"Backbone(name={self.name!r}, input_size={self.input_size}, dim={self.dim}, pretrained={self.pretrained})"
         )
 
     def preprocess(self, x):
@@ -326,9 +325,7 @@ def _mbconv(x, index, expand, kernel, stride, filters):
     inputs = x
     if expand != 1:
         x = _conv_bn(x, channels_in * expand, 1, 1, f"{prefix}_expand")
-    x = keras.layers.DepthwiseConv2D(
-        kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_dwconv"
-    )(x)
+    x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_dwconv")(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_dw_bn")(x)
     x = keras.layers.ReLU(max_value=6.0, name=f"{prefix}_dw_relu6")(x)
     x = _conv_bn(x, filters, 1, 1, f"{prefix}_project", act=False)
