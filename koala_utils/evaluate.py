@@ -399,3 +399,47 @@ def before_after_gallery(befores, afters, titles, path, columns=2):
         axes[row, 2 * col + 1].axis("on")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
+    """Colorize the stored photos of a record split with a model.
+
+    Returns
+    -------
+    dict
+        ``names``; ``truth``, ``pred`` and ``gray`` RGB uint8 photos cropped to
+        their content (the white padding removed), each a list of (h, w, 3).
+    """
+    from .color import lab_scaled_to_rgb, lightness, scale_l
+    from .data import load_arrays
+    from .model import Predictor
+
+    arrays = load_arrays(records_dir, split, limit=limit)
+    predictor = Predictor(model)
+    truth, pred, gray = [], [], []
+    for start in range(0, len(arrays["names"]), batch_size):
+        rgb = arrays["rgb"][start : start + batch_size]
+        l_scaled = scale_l(lightness(rgb))[..., None]
+        ab = predictor(l_scaled, arrays["embedding"][start : start + batch_size])
+        for k in range(len(rgb)):
+            top, left, h, w = arrays["box"][start + k]
+            crop = (slice(top, top + h), slice(left, left + w))
+            truth.append(rgb[k][crop])
+            pred.append(lab_scaled_to_rgb(l_scaled[k][crop], ab[k][crop]))
+            gray.append(gray_baseline(rgb[k][crop]))
+    return {"names": arrays["names"], "truth": truth, "pred": pred, "gray": gray}
+
+
+def evaluate_records(model, records_dir, split="val", limit=None, batch_size=16):
+    """Metrics of a model on a record split, against the gray baseline.
+
+    Returns
+    -------
+    dict
+        :func:`evaluate_images`' result, plus ``images``: the output of
+        :func:`predict_records` (for figures).
+    """
+    images = predict_records(model, records_dir, split, limit, batch_size)
+    result = evaluate_images(images["pred"], images["truth"], names=images["names"])
+    result["images"] = images
+    return result

@@ -52,7 +52,7 @@ def lite0(keras_home):
 def val_set():
     """All of imagenet_val_1300: (list of RGB uint8 photos, int labels)."""
     if not (VAL / imagenet.LABELS_FILE).is_file():
-        pytest.skip(f"offline ImageNet data not found at {VAL} (set KOALA_DATA)")
+        pytest.fail(f"offline ImageNet data not found at {VAL} (set KOALA_DATA); a skip would not be a pass")
     items = imagenet.load_val_labels(VAL)
     photos = [images.load_image(path) for path, _ in items]
     return photos, np.array([label for _, label in items])

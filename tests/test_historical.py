@@ -94,7 +94,7 @@ def test_align_subpixel_offsets_with_noise():
 def test_real_plates_align():
     paths = {p.name: p for p in hist.plate_paths()}
     if not all(name in paths for name in REAL_PLATES):
-        pytest.skip("Prokudin-Gorskii plates not available")
+        pytest.fail(f"Prokudin-Gorskii plates missing from {hist.default_folder()}")
     for name in REAL_PLATES:
         plate = to_gray(load_image(paths[name]))
         rgb, shifts = hist.align_plate(plate, return_shifts=True)

@@ -156,7 +156,6 @@ def test_per_image_scores():
 
 
 def test_widget_click_simulation(tmp_path):
-    pytest.importorskip("ipywidgets")
     quiz = qz.FakeOrRealQuiz(_items(2, 1), seed=0)
     loaded = []
 
