@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -94,17 +95,26 @@ def read_history(run_dir):
     return history
 
 
-def _callbacks(run_dir, backup_every_steps, tensorboard, nan_guard):
+def _callbacks(run_dir, backup_every_steps, tensorboard, nan_guard, write_dir=None):
+    """Checkpoint/log callbacks writing into ``write_dir`` (a temp dir on non-chief workers)."""
+    write_dir = run_dir if write_dir is None else write_dir
     backup_freq = backup_every_steps if backup_every_steps else "epoch"
+    backup_args = {"save_freq": backup_freq, "delete_checkpoint": False}
+    if write_dir == run_dir:
+        backup = keras.callbacks.BackupAndRestore(str(run_dir / "backup"), **backup_args)
+    else:  # a non-chief worker resumes from the chief's backup, like the chief
+        from .distribute import RestoreFromChief
+
+        backup = RestoreFromChief(str(run_dir / "backup"), str(write_dir / "backup"), **backup_args)
     callbacks = [
         nan_guard,
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), save_freq=backup_freq, delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True),
-        LastGoodCheckpoint(run_dir / "last.keras"),
-        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True),
+        backup,
+        keras.callbacks.ModelCheckpoint(str(write_dir / "best.keras"), monitor="val_loss", save_best_only=True),
+        LastGoodCheckpoint(write_dir / "last.keras"),
+        keras.callbacks.CSVLogger(str(write_dir / "log.csv"), append=True),
     ]
     if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq="epoch"))
+        callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tensorboard"), update_freq="epoch"))
     return callbacks
 
 
@@ -158,7 +168,11 @@ def train(
     mixed_precision : None, bool or str
         See :func:`resolve_policy`. The output layer stays float32.
     strategy : tf.distribute.Strategy, optional
-        Build and train under this strategy (TensorFlow backend).
+        Build and train under this strategy (TensorFlow backend), e.g. from
+        :func:`koala_utils.distribute.make_strategy`. With several workers
+        only the chief writes into ``run_dir``; the others write into a
+        temporary folder, deleted at the end, and resume from the chief's
+        backup (so ``run_dir`` must be on storage every worker sees).
     image_size : int, optional
         Train at a lower resolution (a multiple of 8): the net is fully
         convolutional.
@@ -194,6 +208,11 @@ def train(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_dir, workers = run_dir, 1
+    if strategy is not None:
+        from . import distribute
+
+        write_dir, workers = distribute.write_dir(run_dir, strategy), distribute.num_workers(strategy)
     keras.utils.set_random_seed(seed)
     policy = resolve_policy(mixed_precision)
     manifest = data.read_manifest(records_dir)
@@ -214,14 +233,20 @@ def train(
         "replicas": replicas,
         "seed": seed,
     }
-    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    (write_dir / "config.json").write_text(json.dumps(config, indent=1))
 
     train_ds = data.load(
-        records_dir, "train", global_batch, augment=augment, image_size=image_size, seed=seed, repeat=True
+        records_dir, "train", global_batch, augment=augment, image_size=image_size, seed=seed, repeat=True,
+        num_workers=workers,
     )
-    val_ds = data.load(val_records_dir or records_dir, "val", global_batch, image_size=image_size)
+    val_ds = data.load(
+        val_records_dir or records_dir, "val", global_batch, image_size=image_size, num_workers=workers
+    )
     if steps_per_epoch is None:
         steps_per_epoch = max(1, math.ceil(manifest["counts"]["train"] / global_batch))
+    if validation_steps is None:
+        val_count = data.read_manifest(val_records_dir)["counts"]["val"] if val_records_dir else manifest["counts"]["val"]
+        validation_steps = max(1, math.ceil(val_count / global_batch))
     if strategy is not None:
         with strategy.scope():
             model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
@@ -234,16 +259,19 @@ def train(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         validation_steps=validation_steps,
-        callbacks=_callbacks(run_dir, backup_every_steps, tensorboard, nan_guard) + list(callbacks),
+        callbacks=_callbacks(run_dir, backup_every_steps, tensorboard, nan_guard, write_dir) + list(callbacks),
         verbose=verbose,
         shuffle=False,  # the dataset shuffles itself
     )
+    history = read_history(write_dir)
+    if write_dir != run_dir:
+        shutil.rmtree(write_dir, ignore_errors=True)
     if nan_guard.diverged:
         raise TrainingDivergedError(
             f"training diverged (the loss became NaN) in {run_dir}; the last good model is "
             f"{run_dir / 'last.keras'}. Lower the learning rate or check the data."
         )
-    return model, read_history(run_dir)
+    return model, history
 
 
 __all__ = ["train", "read_history", "resolve_policy", "compile_model", "TrainingDivergedError"]

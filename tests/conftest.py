@@ -48,3 +48,21 @@ def sample_photos(sample_folder):
     """A dozen real colour ImageNet photos (paths), gray ones left out."""
     gray = set((sample_folder / "GRAYSCALE_FILES.txt").read_text().split())
     return [p for p in sorted(sample_folder.glob("*.JPEG")) if p.name not in gray][:12]
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The offline backbone with its real ImageNet weights."""
+    from koala_utils.backbones import get_backbone
+
+    return get_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def small_records(tmp_path_factory, sample_photos, lite0):
+    """Records of the dozen sample photos, with a val split that is never empty."""
+    from koala_utils import data
+
+    out = tmp_path_factory.mktemp("records")
+    manifest = data.prepare(sample_photos, out, backbone=lite0, shard_size=5, val_fraction=0.25, progress=False)
+    return out, manifest
