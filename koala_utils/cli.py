@@ -51,6 +51,7 @@ def cmd_prepare(args):
         backbone=args.backbone,
         size=args.size,
         shard_size=args.shard_size,
+        val_fraction=args.val_fraction,
         shard_index=args.shard_index,
         num_shards=args.num_shards,
     )
@@ -83,6 +84,7 @@ def cmd_merge(args):
 
 
 def cmd_train(args):
+    from .data import ShardError
     from .train import TrainingDivergedError, train
 
     strategy = None
@@ -108,6 +110,9 @@ def cmd_train(args):
     except TrainingDivergedError as exc:
         _err(str(exc))
         return EXIT_DIVERGED
+    except ShardError as exc:  # a missing, truncated or corrupt shard: named, never skipped
+        _err(str(exc))
+        return EXIT_USAGE
     print(
         f"done: {len(history.get('epoch', []))} epochs; final loss {history['loss'][-1]:.5f}; "
         f"val_loss {history.get('val_loss', [float('nan')])[-1]:.5f}; models in {args.run_dir}"
@@ -131,10 +136,15 @@ def cmd_colorize(args):
     from .colorize import colorize_files
     from .images import list_images
 
-    paths = []
+    paths, empty = [], []
     for entry in args.inputs:
         entry = Path(entry)
-        paths.extend(list_images(entry) if entry.is_dir() else [entry])
+        found = list_images(entry) if entry.is_dir() else [entry]
+        paths.extend(found)
+        empty += [] if found else [(str(entry), f"{entry}: folder holds no images")]
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        _err(f"{args.output}: the output must be a folder; this is an existing file")
+        return EXIT_USAGE
     if not paths:
         _err("no input images")
         return EXIT_USAGE
@@ -145,9 +155,10 @@ def cmd_colorize(args):
         return EXIT_USAGE
     report = colorize_files(paths, args.output, model, get_backbone(backbone_name), args.size, args.overwrite)
     print(f"colorized {len(report['written'])} of {len(paths)} into {args.output}")
-    if report["failed"]:
-        print(f"{len(report['failed'])} failed:", file=sys.stderr)
-        for _, reason in report["failed"]:
+    failed = report["failed"] + empty
+    if failed:
+        print(f"{len(failed)} failed:", file=sys.stderr)
+        for _, reason in failed:
             print(f"  {reason}", file=sys.stderr)
         return EXIT_PARTIAL
     return EXIT_OK
@@ -163,6 +174,7 @@ def build_parser():
     p.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "inception_resnet_v2"])
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--shard-size", type=int, default=500)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (paper: 0.1)")
     p.add_argument("--shard-index", type=int, default=0, help="this worker's index (with --num-shards)")
     p.add_argument("--num-shards", type=int, default=1, help="number of independent workers")
     p.set_defaults(func=cmd_prepare)
