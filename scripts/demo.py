@@ -66,7 +66,7 @@ def main():
     backbone = get_backbone("efficientnet_lite0")
     photos = list_images(PHOTOS)
     report = colorize_files(photos, out / "colorized", model, backbone, overwrite=True, log=lambda line: None)
-    for path, reason in report["failed"]:
+    for _, reason in report["failed"]:
         print(f"    failed: {reason}")
 
     print("4/4 writing the gallery ...")

@@ -5,7 +5,7 @@ phase 2 fine-tunes at the paper's 224 px. Both phases resume after interruption:
 re-run the same command. Training data: ../shared/data/imagenet_sample_1000 minus
 its gray photos; validation: ../shared/data/imagenet_val_1300 (never trained on).
 
-    python scripts/train_shipped.py --epochs-128 60 --epochs-224 8
+    python scripts/train_shipped.py --epochs-128 20 --epochs-224 4
     python scripts/train_shipped.py --export   # write the float16 weights + card data
 """
 
@@ -26,8 +26,9 @@ def training_photos():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs-128", type=int, default=60)
-    parser.add_argument("--epochs-224", type=int, default=8)
+    parser.add_argument("--epochs-128", type=int, default=20)
+    parser.add_argument("--epochs-224", type=int, default=4)
+    parser.add_argument("--lr-224", type=float, default=3e-4, help="fine-tuning learning rate at 224 px")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--records", default=str(ROOT / "records"))
     parser.add_argument("--runs", default=str(ROOT / "runs"))
@@ -50,7 +51,7 @@ def main():
     phase1 = time.time() - start
     best_128 = load_model(runs / "shipped_128" / "best.keras")
     train(train_dir, runs / "shipped_224", epochs=args.epochs_224, image_size=224, validation_steps=10,
-          initial_model=best_128, **common)
+          initial_model=best_128, learning_rate=args.lr_224, **common)
     summary = {"phase1_s": phase1, "total_s": time.time() - start}
     (runs / "shipped_timing.json").write_text(json.dumps(summary))
     print(summary)

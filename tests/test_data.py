@@ -35,7 +35,8 @@ def test_record_round_trip(small_records, sample_photos, lite0):
 
 def _arrays(out, split):
     arrays = data.load_arrays(out, split)
-    return {n: (r, e, b) for n, r, e, b in zip(arrays["names"], arrays["rgb"], arrays["embedding"], arrays["box"])}
+    columns = zip(arrays["names"], arrays["rgb"], arrays["embedding"], arrays["box"], strict=True)
+    return {name: rest for name, *rest in columns}
 
 
 def test_split_is_stable_and_order_free():

@@ -68,4 +68,4 @@ def test_initial_model_weights_are_used(small_records, tmp_path):
     start = build_model()
     model, _ = train_mod.train(records, tmp_path / "ft", epochs=1, learning_rate=0.0, initial_model=start,
                                tensorboard=False, **QUICK)
-    assert all(np.allclose(a, b) for a, b in zip(start.get_weights(), model.get_weights()))
+    assert all(np.allclose(a, b) for a, b in zip(start.get_weights(), model.get_weights(), strict=True))
