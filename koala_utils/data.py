@@ -398,6 +398,8 @@ def load(
     drop_remainder=False,
     with_names=False,
     verify=True,
+    num_workers=1,
+    worker_index=0,
 ):
     """A ``tf.data.Dataset`` of ``({"l": L, "embedding": e}, ab)`` batches.
 
@@ -421,6 +423,11 @@ def load(
         Also yield the names as a third element.
     verify : bool
         Check every shard's SHA-256 against the manifest first.
+    num_workers, worker_index : int
+        Read only worker ``worker_index``'s share of ``num_workers``: whole
+        shards, one in ``num_workers``, when there are at least as many shards
+        as workers, else one record in ``num_workers`` of every shard. See
+        :func:`koala_utils.distribute.load_sharded`, which passes these.
 
     Returns
     -------
@@ -438,10 +445,15 @@ def load(
         raise ValueError(f"image_size must be a multiple of 8, got {size}")
     shuffle = split == "train" if shuffle is None else shuffle
     dim = manifest["embed_dim"]
+    by_file = num_workers > 1 and len(files) >= num_workers
+    if by_file:
+        files = files[worker_index::num_workers]
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), num_parallel_calls=tf.data.AUTOTUNE)
+    if num_workers > 1 and not by_file:
+        ds = ds.shard(num_workers, worker_index)
     if shuffle:
         ds = ds.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -467,7 +479,9 @@ def load(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(to_lab, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+    # Sharded here already, or else (the enumerate() above is not a file source) by whole batches.
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.OFF if num_workers > 1 else policy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

@@ -14,6 +14,7 @@ the backup: the epoch counter continues and the log is appended to.
 """
 
 import csv
+import functools
 import json
 import math
 import os
@@ -235,13 +236,10 @@ def train(
     }
     (write_dir / "config.json").write_text(json.dumps(config, indent=1))
 
-    train_ds = data.load(
-        records_dir, "train", global_batch, augment=augment, image_size=image_size, seed=seed, repeat=True,
-        num_workers=workers,
-    )
-    val_ds = data.load(
-        val_records_dir or records_dir, "val", global_batch, image_size=image_size, num_workers=workers
-    )
+    # Several workers: each reads its own shards (a dataset per worker, batched per replica).
+    load = data.load if workers == 1 else functools.partial(distribute.load_sharded, strategy)
+    train_ds = load(records_dir, "train", global_batch, augment=augment, image_size=image_size, seed=seed, repeat=True)
+    val_ds = load(val_records_dir or records_dir, "val", global_batch, image_size=image_size)
     if steps_per_epoch is None:
         steps_per_epoch = max(1, math.ceil(manifest["counts"]["train"] / global_batch))
     if validation_steps is None:
@@ -250,6 +248,7 @@ def train(
     if strategy is not None:
         with strategy.scope():
             model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
+            distribute.fit_workarounds(model, strategy)
     else:
         model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
     nan_guard = StopOnNaN()
