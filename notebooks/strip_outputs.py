@@ -39,11 +39,11 @@ def is_checked(cell):
     return cell.get("cell_type") == "code" and CHECK_TAG in tags(cell)
 
 
-def _strip_output(output):
-    """A kept output, without the volatile execution count and metadata."""
+def _strip_output(output, count):
+    """A kept output, with a stable execution count and no metadata."""
     output = copy.deepcopy(output)
     if "execution_count" in output:
-        output["execution_count"] = None
+        output["execution_count"] = count
     if output.get("output_type") in ("execute_result", "display_data"):
         output["metadata"] = {}
     return output
@@ -53,10 +53,13 @@ def strip_notebook(nb):
     """Return a stripped copy of a notebook given as a JSON dict.
 
     Code cells lose their outputs and execution counts, except that cells
-    tagged ``nbval-check-output`` keep their outputs. Volatile cell and
-    notebook metadata (timings, widget state) is dropped everywhere.
+    tagged ``nbval-check-output`` keep their outputs and get the execution
+    counts 1, 2, 3... in notebook order (nbval refuses stored outputs of a
+    cell whose count is empty: it takes that cell for never run). Volatile
+    cell and notebook metadata (timings, widget state) is dropped everywhere.
     """
     nb = copy.deepcopy(nb)
+    checked = 0
     for key in VOLATILE_NOTEBOOK_KEYS:
         nb.get("metadata", {}).pop(key, None)
     for cell in nb.get("cells", []):
@@ -67,8 +70,13 @@ def strip_notebook(nb):
             cell.pop("outputs", None)
             cell.pop("execution_count", None)
             continue
-        cell["execution_count"] = None
-        cell["outputs"] = [_strip_output(o) for o in cell.get("outputs", [])] if is_checked(cell) else []
+        if is_checked(cell):
+            checked += 1
+            cell["execution_count"] = checked
+            cell["outputs"] = [_strip_output(o, checked) for o in cell.get("outputs", [])]
+        else:
+            cell["execution_count"] = None
+            cell["outputs"] = []
     return nb
 
 
