@@ -12,6 +12,8 @@ The network sees ``L`` scaled with ``2 * L / 100 - 1`` and predicts ``ab / 127``
 (Baldassarre et al., 2017).
 """
 
+import warnings
+
 import numpy as np
 from skimage import color as _skcolor
 
@@ -68,7 +70,11 @@ def lab_to_rgb(lab):
     rgb : ndarray of float64, shape (..., H, W, 3)
         Values in [0, 1] (out-of-gamut colours are clipped).
     """
-    return np.clip(_skcolor.lab2rgb(np.asarray(lab, dtype=np.float64)), 0.0, 1.0)
+    with warnings.catch_warnings():
+        # Predicted colours can leave the sRGB gamut; clipping them is the intended behaviour.
+        warnings.filterwarnings("ignore", message=".*negative Z values.*", category=UserWarning)
+        rgb = _skcolor.lab2rgb(np.asarray(lab, dtype=np.float64))
+    return np.clip(rgb, 0.0, 1.0)
 
 
 def scale_l(lightness):
