@@ -91,7 +91,11 @@ def cmd_train(args):
     if args.strategy != "default":
         from .distribute import make_strategy
 
-        strategy = make_strategy(args.strategy)
+        try:
+            strategy = make_strategy(args.strategy)
+        except (ValueError, RuntimeError) as exc:  # no TF_CONFIG, no TPU
+            _err(str(exc))
+            return EXIT_USAGE
     try:
         _, history = train(
             args.records,
