@@ -60,9 +60,12 @@ def predict_small_ab(gray, model, backbone, size=224):
         Seconds spent in ``backbone`` and ``network``.
     """
     start = time.perf_counter()
-    embedding = backbone.embed([gray])
-    mid = time.perf_counter()
     padded, (top, left, h, w) = images.resize_pad(gray, size)
+    # The backbone pads the photo into its own square: when that is `size` too, the padded photo
+    # is the very same input, and the full-resolution photo need not be resized twice.
+    same_square = getattr(backbone, "input_size", None) == size
+    embedding = backbone.embed([padded if same_square else gray])
+    mid = time.perf_counter()
     l_scaled = color.scale_l(color.lightness(images.gray_to_rgb(padded)))[None, ..., None]
     ab_scaled = _predictor(model)(l_scaled, embedding)[0]
     end = time.perf_counter()
@@ -95,11 +98,11 @@ def colorize(image, model, backbone, size=224, return_timings=False):
     """
     start = time.perf_counter()
     rgb = images.load_image(image)
-    gray = images.to_gray(rgb)
+    # images.to_gray and color.lightness in one pass (and a shortcut for black-and-white photos).
+    gray, full_l = color.gray_and_lightness(rgb)
     loaded = time.perf_counter()
     ab, timings = predict_small_ab(gray, model, backbone, size)
     merge_start = time.perf_counter()
-    full_l = color.lightness(rgb)
     ab_full = upsample_ab(ab, gray.shape[0], gray.shape[1])
     out = color.lab_to_rgb_fast(full_l, ab_full)
     timings = {"load": loaded - start, **timings, "merge": time.perf_counter() - merge_start}

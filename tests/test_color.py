@@ -76,3 +76,36 @@ def test_lab_scaled_to_rgb_restores_photo(photos):
 def test_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB"):
         color.rgb_to_lab(np.zeros((4, 4)))
+
+
+def test_gray_and_lightness_match_to_gray_and_reference(photos):
+    from koala_utils.images import gray_to_rgb, to_gray
+
+    for rgb in photos[:4]:
+        gray, light = color.gray_and_lightness(rgb)
+        reference = to_gray(rgb)
+        assert gray.dtype == np.uint8 and light.dtype == np.float32
+        # float32 luminance: a pixel within rounding of a level boundary may land one level off.
+        assert np.abs(gray.astype(int) - reference).max() <= 1 and np.mean(gray != reference) < 1e-4
+        assert np.abs(light - skcolor.rgb2lab(rgb)[..., 0]).max() < 1e-3
+        # A black-and-white photo stored as RGB takes the shortcut, and it is exact.
+        bw = gray_to_rgb(reference)
+        bw_gray, bw_light = color.gray_and_lightness(bw)
+        assert np.array_equal(bw_gray, reference)
+        assert np.abs(bw_light - skcolor.rgb2lab(bw)[..., 0]).max() < 1e-3
+
+
+def test_fast_paths_on_large_batched_and_tiny_images(photos):
+    # Large enough to be split into blocks shared among threads; batches keep their leading axes.
+    big = np.tile(photos[0], (4, 4, 1))
+    lab = skcolor.rgb2lab(big)
+    assert np.abs(color.lightness(big) - lab[..., 0]).max() < 1e-3
+    assert np.abs(color.lab_to_rgb_fast(lab[..., 0], lab[..., 1:]).astype(int) - big).max() <= 1
+    batch = np.stack([photos[0][:50, :60], photos[1][:50, :60]])
+    assert color.lightness(batch).shape == (2, 50, 60)
+    assert np.array_equal(color.lightness(batch)[1], color.lightness(batch[1]))
+    for shape in [(1, 1), (1, 7), (0, 5)]:
+        rgb = np.full((*shape, 3), 200, np.uint8)
+        assert color.lightness(rgb).shape == shape
+        assert color.gray_and_lightness(rgb)[0].shape == shape
+        assert color.lab_to_rgb_fast(np.full(shape, 50.0), np.zeros((*shape, 2))).shape == (*shape, 3)
