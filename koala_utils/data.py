@@ -393,6 +393,7 @@ def load(
     augment=False,
     image_size=None,
     min_crop=0.75,
+    embedding_dropout=0.0,
     seed=0,
     repeat=False,
     drop_remainder=False,
@@ -413,6 +414,10 @@ def load(
         Default: True for "train", False for "val".
     augment : bool
         Random horizontal flips and random crops (``min_crop`` to 1 of the side).
+    embedding_dropout : float
+        With ``augment``, zero this share of the embedding's entries at random
+        (and rescale the rest), so that a small training set cannot be
+        memorised through its per-photo embeddings. 0 keeps the paper's input.
     image_size : int, optional
         Resize to this side (a multiple of 8) to train at a lower resolution.
     seed : int
@@ -464,7 +469,11 @@ def load(
         ex = _parse(serialized, dim)
         rgb = tf.image.convert_image_dtype(tf.io.decode_jpeg(ex["image"], channels=3), tf.float32)
         if augment:
-            rgb = _augment(rgb, tf.stack([tf.cast(seed, tf.int64), index]), size, min_crop)
+            pair = tf.stack([tf.cast(seed, tf.int64), index])
+            rgb = _augment(rgb, pair, size, min_crop)
+            if embedding_dropout > 0:
+                keep = tf.random.stateless_uniform(tf.shape(ex["embedding"]), pair + 3) >= embedding_dropout
+                ex["embedding"] = tf.where(keep, ex["embedding"] / (1.0 - embedding_dropout), 0.0)
         elif size != manifest["image_size"]:
             rgb = tf.image.resize(rgb, (size, size), method="bilinear")
         rgb = tf.ensure_shape(rgb, (size, size, 3))

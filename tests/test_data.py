@@ -112,3 +112,14 @@ def test_corrupt_shard_is_named(tmp_path, small_records):
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(data.ShardError, match=shard.name):
         data.load(copy, "train")
+
+
+def test_embedding_dropout_only_with_augment(small_records):
+    out, _ = small_records
+    kwargs = dict(batch_size=4, shuffle=False, image_size=32, embedding_dropout=0.5)
+    dropped = next(iter(data.load(out, "train", augment=True, **kwargs)))[0]["embedding"].numpy()
+    plain = next(iter(data.load(out, "train", augment=False, **kwargs)))[0]["embedding"].numpy()
+    assert 0.4 < np.mean(dropped == 0) < 0.6
+    kept = dropped != 0
+    assert np.allclose(dropped[kept], 2 * plain[kept], rtol=1e-5)
+    assert np.mean(plain == 0) < 0.01
