@@ -277,10 +277,9 @@ def test_tf_config_errors_are_clear(monkeypatch):
         distribute.make_strategy("horovod")
 
 
-def test_cli_train_without_tf_config_is_a_usage_error(prepared, tmp_path, monkeypatch, capsys):
+def test_cli_train_without_tf_config_is_a_usage_error(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    single, _ = prepared
-    code = main(["train", str(single), str(tmp_path / "run"), "--strategy", "multiworker"])
+    code = main(["train", str(tmp_path / "records"), str(tmp_path / "run"), "--strategy", "multiworker"])
     assert code == EXIT_USAGE
     assert "TF_CONFIG" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -292,3 +291,55 @@ def test_default_strategy_is_tensorflows_default():
     strategy = distribute.make_strategy("default")
     assert strategy is tf.distribute.get_strategy()
     assert distribute.is_chief(strategy) and distribute.num_workers(strategy) == 1
+
+
+def _fake_worker(index, workers=2):
+    """A stand-in for a multi-worker strategy: only its cluster resolver is looked at."""
+    import types
+
+    import tensorflow as tf
+
+    spec = tf.train.ClusterSpec({"worker": [f"127.0.0.1:{2000 + i}" for i in range(workers)]})
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(spec, task_type="worker", task_id=index)
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_only_worker_0_writes_into_the_run_folder(tmp_path):
+    chief, other = _fake_worker(0), _fake_worker(1)
+    assert distribute.is_chief(chief) and not distribute.is_chief(other)
+    assert distribute.num_workers(other) == 2
+    assert distribute.write_dir(tmp_path, chief) == tmp_path
+    private = distribute.write_dir(tmp_path, other)
+    try:
+        assert private.is_dir() and tmp_path not in private.parents and not any(private.iterdir())
+    finally:
+        private.rmdir()
+
+
+def test_non_chief_resumes_from_the_chiefs_backup_and_saves_elsewhere(tmp_path):
+    import keras
+
+    def tiny():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    class StartWeights(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.weights = self.model.get_weights()
+
+    x, y = np.random.default_rng(0).normal(size=(8, 3)).astype("float32"), np.ones((8, 1), "float32")
+    chief_dir, own_dir = tmp_path / "chief", tmp_path / "own"
+    chief = tiny()
+    chief.fit(x, y, epochs=2, verbose=0,
+              callbacks=[keras.callbacks.BackupAndRestore(str(chief_dir), delete_checkpoint=False)])
+    chief_meta = (chief_dir / "training_metadata.json").read_text()
+    # A restarted non-chief worker: fresh weights, restored from the chief's backup.
+    worker, start = tiny(), StartWeights()
+    callback = distribute.RestoreFromChief(str(chief_dir), str(own_dir), delete_checkpoint=False)
+    history = worker.fit(x, y, epochs=3, verbose=0, callbacks=[callback, start])
+    assert len(history.history["loss"]) == 1  # epochs 0 and 1 were done by then
+    for got, want in zip(start.weights, chief.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert json.loads((own_dir / "training_metadata.json").read_text())["epoch"] == 3
+    assert (chief_dir / "training_metadata.json").read_text() == chief_meta  # the chief's backup untouched
