@@ -201,11 +201,9 @@ def is_chief(strategy=None):
     task, and for worker 0 of a cluster that has no ``"chief"`` task.
     """
     task_type, task_id = task_of(strategy)
-    if task_type is None or task_type == "chief":
+    if task_type is None or task_type == "chief" or _is_tpu(strategy):
         return True
-    resolver = strategy.cluster_resolver
-    has_chief = "chief" in (resolver.cluster_spec().as_dict() if resolver.cluster_spec() else {})
-    return task_type == "worker" and task_id == 0 and not has_chief
+    return task_type == "worker" and task_id == 0 and "chief" not in _cluster(strategy)
 
 
 def write_dir(run_dir, strategy=None):
@@ -245,11 +243,21 @@ class RestoreFromChief(keras.callbacks.BackupAndRestore):
 
 def num_workers(strategy=None):
     """Number of worker processes (machines) taking part: 1 for one-machine strategies."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    spec = resolver.cluster_spec().as_dict() if resolver is not None and resolver.cluster_spec() else {}
-    if isinstance(strategy, _tf().distribute.TPUStrategy):
-        return 1  # one host feeds the TPU
+    if _is_tpu(strategy):
+        return 1  # one program drives the TPU
+    spec = _cluster(strategy)
     return max(1, sum(len(spec.get(kind, [])) for kind in ("chief", "worker")))
+
+
+def _is_tpu(strategy):
+    return strategy is not None and isinstance(strategy, _tf().distribute.TPUStrategy)
+
+
+def _cluster(strategy):
+    """The cluster as a dict of task type -> addresses ({} without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec() if resolver is not None else None
+    return spec.as_dict() if spec else {}
 
 
 def fit_workarounds(model, strategy):
