@@ -123,8 +123,9 @@ def _save_png(rgb, path):
 def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, log=print):
     """Colorize many files; go on past bad ones and report them.
 
-    Never writes over an input file, and never over an existing output unless
-    ``overwrite`` is set.
+    Never writes over an input file, never over an existing output unless
+    ``overwrite`` is set, and never twice to the same output in one batch
+    (``a.jpg`` and ``a.png`` both map to ``a_colorized.png``: the second fails).
 
     Parameters
     ----------
@@ -148,20 +149,23 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in paths]
     inputs = {p.resolve() for p in paths if p.exists()}
-    written, failed = [], []
+    written, failed, claimed = [], [], {}
     for path in paths:
         target = output_path(path, out_dir)
         try:
             if target.resolve() in inputs:
                 raise FileExistsError(f"{target}: output would overwrite an input file")
+            if target.resolve() in claimed:
+                raise FileExistsError(f"{target}: output name already taken by {claimed[target.resolve()]}")
             if target.exists() and not overwrite:
                 raise FileExistsError(f"{target}: output exists (use --overwrite to replace it)")
             _save_png(colorize(path, model, backbone, size), target)
         except (OSError, ValueError) as exc:
-            reason = str(exc) if str(path) in str(exc) or str(target) in str(exc) else f"{path}: {exc}"
+            reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             failed.append((str(path), reason))
             log(f"error: {reason}")
             continue
         written.append((str(path), str(target)))
+        claimed[target.resolve()] = path
         log(f"{path} -> {target}")
     return {"written": written, "failed": failed}

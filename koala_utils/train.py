@@ -10,7 +10,11 @@ A run folder holds everything a run writes::
     RUN_DIR/last.keras           last model whose loss was finite
 
 Calling :func:`train` again on the same ``RUN_DIR`` after a crash resumes from
-the backup: the epoch counter continues and the log is appended to.
+the backup: the epoch counter continues and the log is appended to. The backup
+is written atomically (a kill at any moment leaves the previous one whole), at
+each epoch's end and, with ``backup_every_steps``, every N steps; log lines of
+epochs newer than the backup are dropped on resume (those epochs are redone),
+so the log never has gaps or duplicates. NaN weights are never backed up.
 """
 
 import csv
@@ -22,6 +26,7 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from . import data
 from .model import build_model, compile_model
@@ -53,7 +58,11 @@ def resolve_policy(mixed_precision):
 
 
 class StopOnNaN(keras.callbacks.TerminateOnNaN):
-    """Keras' ``TerminateOnNaN`` that also remembers that it fired."""
+    """Keras' ``TerminateOnNaN`` that also remembers that it fired.
+
+    It also checks the weights at each epoch's end: a NaN weight behind a
+    ReLU can leave the loss finite while the network is already broken.
+    """
 
     diverged = False
 
@@ -63,21 +72,128 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
             self.diverged = True
         super().on_batch_end(batch, logs)
 
+    def on_epoch_end(self, epoch, logs=None):
+        if not _finite_weights(self.model):
+            self.diverged = True
+            self.model.stop_training = True
+
 
 class LastGoodCheckpoint(keras.callbacks.Callback):
-    """Save the model each epoch, atomically, only while the loss is finite."""
+    """Save the model each epoch, atomically, only while the loss and the weights are finite."""
 
     def __init__(self, path):
         super().__init__()
         self.path = Path(path)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._save(logs)
+
+    def _save(self, logs):
         loss = (logs or {}).get("loss")
-        if loss is None or not math.isfinite(loss):
-            return
+        if loss is None or not math.isfinite(loss) or not _finite_weights(self.model):
+            return False
         tmp = self.path.with_name(self.path.stem + ".tmp.keras")
         self.model.save(tmp)
         os.replace(tmp, self.path)
+        return True
+
+
+class BestCheckpoint(LastGoodCheckpoint):
+    """Save the model, atomically, when ``val_loss`` beats the best so far.
+
+    Keras' ``ModelCheckpoint(save_best_only=True)`` saves the first epoch
+    whatever its ``val_loss`` (NaN included), and after a resume it forgets
+    the best of the earlier attempts. Here a NaN never counts, and ``best``
+    starts from the run's log.
+    """
+
+    def __init__(self, path, best=math.inf):
+        super().__init__(path)
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get("val_loss")
+        if current is not None and math.isfinite(current) and current < self.best and self._save(logs):
+            self.best = current
+
+
+def _best_val_loss(run_dir):
+    """The lowest finite val_loss logged so far, when best.keras exists (a resumed run must beat it)."""
+    if not (Path(run_dir) / "best.keras").is_file():
+        return math.inf
+    return min((v for v in read_history(run_dir).get("val_loss", []) if math.isfinite(v)), default=math.inf)
+
+
+def _finite_loss(logs):
+    loss = (logs or {}).get("loss")
+    return loss is None or math.isfinite(float(loss))
+
+
+def _finite_weights(model):
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.trainable_weights)
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore``, safe against a kill at any moment.
+
+    Keras writes the weights and the epoch number in place (a kill mid-write
+    leaves a backup that cannot be loaded), and with an integer ``save_freq``
+    does not save at an epoch's end (the last finished epoch was redone after
+    a restart). This callback writes both files under temporary names and
+    renames them, also saves at every epoch's end, and saves nothing while the
+    loss or the weights are not finite.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        if _finite_loss(logs):
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        self._last_batch_seen = 0
+        self._batches_seen_since_last_saving = 0
+        if _finite_loss(logs):
+            self._save_model()
+
+    def _save_model(self):
+        if not _finite_weights(self.model):
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = self._weights_path[: -len(".weights.h5")] + ".tmp.weights.h5"
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self._weights_path)
+        tmp = self._training_metadata_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, fh)
+        os.replace(tmp, self._training_metadata_path)
+
+
+def trim_log(run_dir):
+    """Drop the log lines of epochs newer than the backup (a resume redoes them).
+
+    Returns the number of lines dropped.
+    """
+    run_dir = Path(run_dir)
+    log, meta = run_dir / "log.csv", run_dir / "backup" / "training_metadata.json"
+    if not log.is_file():
+        return 0
+    try:
+        done = int(json.loads(meta.read_text())["epoch"]) if meta.is_file() else 0
+    except (OSError, ValueError, KeyError):
+        return 0  # Keras' own restore will report an unreadable backup
+    with open(log, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        return 0
+    column = rows[0].index("epoch")
+    keep = [row for row in rows[1:] if row and int(row[column]) < done]
+    dropped = len(rows) - 1 - len(keep)
+    if dropped:
+        tmp = log.with_name(log.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows([rows[0]] + keep)
+        os.replace(tmp, log)
+    return dropped
 
 
 def read_history(run_dir):
@@ -102,17 +218,19 @@ def _callbacks(run_dir, backup_every_steps, tensorboard, nan_guard, write_dir=No
     backup_freq = backup_every_steps if backup_every_steps else "epoch"
     backup_args = {"save_freq": backup_freq, "delete_checkpoint": False}
     if write_dir == run_dir:
-        backup = keras.callbacks.BackupAndRestore(str(run_dir / "backup"), **backup_args)
+        backup = SafeBackupAndRestore(str(run_dir / "backup"), **backup_args)
     else:  # a non-chief worker resumes from the chief's backup, like the chief
         from .distribute import RestoreFromChief
 
         backup = RestoreFromChief(str(run_dir / "backup"), str(write_dir / "backup"), **backup_args)
     callbacks = [
         nan_guard,
-        backup,
-        keras.callbacks.ModelCheckpoint(str(write_dir / "best.keras"), monitor="val_loss", save_best_only=True),
-        LastGoodCheckpoint(write_dir / "last.keras"),
+        # The log line of an epoch is written before its backup: a kill between the two leaves a
+        # line that trim_log drops on resume, never a gap.
         keras.callbacks.CSVLogger(str(write_dir / "log.csv"), append=True),
+        backup,
+        BestCheckpoint(write_dir / "best.keras", best=_best_val_loss(write_dir)),
+        LastGoodCheckpoint(write_dir / "last.keras"),
     ]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(write_dir / "tensorboard"), update_freq="epoch"))
@@ -149,6 +267,7 @@ def train(
     initial_model=None,
     callbacks=(),
     val_records_dir=None,
+    deterministic=False,
 ):
     """Train the colorization network on prepared records.
 
@@ -195,6 +314,11 @@ def train(
     val_records_dir : path, optional
         Validate on the "val" split of other records (e.g. ImageNet-val)
         instead of the held-out 10 % of ``records_dir``.
+    deterministic : bool
+        Also call ``tf.config.experimental.enable_op_determinism()`` (for the
+        whole process; TensorFlow backend), which makes the data pipeline's
+        parallel map keep its order: two runs with the same ``seed`` on the
+        same machine then give bit-identical losses. Slower input pipeline.
 
     Returns
     -------
@@ -215,6 +339,10 @@ def train(
 
         write_dir, workers = distribute.write_dir(run_dir, strategy), distribute.num_workers(strategy)
     keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     policy = resolve_policy(mixed_precision)
     manifest = data.read_manifest(records_dir)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -233,6 +361,7 @@ def train(
         "embed_dim": manifest["embed_dim"],
         "replicas": replicas,
         "seed": seed,
+        "deterministic": deterministic,
     }
     (write_dir / "config.json").write_text(json.dumps(config, indent=1))
 
@@ -252,6 +381,8 @@ def train(
     else:
         model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
     nan_guard = StopOnNaN()
+    if write_dir == run_dir:
+        trim_log(run_dir)
     model.fit(
         train_ds,
         validation_data=val_ds,
@@ -266,9 +397,10 @@ def train(
     if write_dir != run_dir:
         shutil.rmtree(write_dir, ignore_errors=True)
     if nan_guard.diverged:
+        last = run_dir / "last.keras"
+        kept = f"the last good model is {last}" if last.is_file() else "no epoch ended with finite weights"
         raise TrainingDivergedError(
-            f"training diverged (the loss became NaN) in {run_dir}; the last good model is "
-            f"{run_dir / 'last.keras'}. Lower the learning rate or check the data."
+            f"training diverged (NaN loss or weights) in {run_dir}; {kept}. Lower the learning rate or check the data."
         )
     return model, history
 
