@@ -429,6 +429,17 @@ class _LegacyUnpickler(pickle.Unpickler):
         return storages[key]
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickler for the header records (numbers, strings, dicts, lists): refuses every global."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a weights file header")
+
+
+def _load_plain(f):
+    return _PlainDataUnpickler(f).load()
+
+
 def read_legacy_pth(path):
     """Read a PyTorch legacy-format (non-zip) state dict into numpy arrays.
 
@@ -447,14 +458,14 @@ def read_legacy_pth(path):
         if f.read(2) == b"PK":
             raise ValueError(f"{path}: zip-format torch file; only the legacy format is supported")
         f.seek(0)
-        if pickle.load(f) != _LEGACY_MAGIC:
+        if _load_plain(f) != _LEGACY_MAGIC:
             raise ValueError(f"{path}: not a legacy PyTorch file (bad magic number)")
-        pickle.load(f)  # protocol version
-        pickle.load(f)  # system info
+        _load_plain(f)  # protocol version
+        _load_plain(f)  # system info
         unpickler = _LegacyUnpickler(f)
         unpickler.storages = {}
         state = unpickler.load()
-        for key in pickle.load(f):
+        for key in _load_plain(f):
             storage = unpickler.storages[key]
             (count,) = struct.unpack("<q", f.read(8))
             raw = f.read(count * storage.dtype.itemsize)

@@ -79,13 +79,59 @@ def load(return_info=False, weights_path=WEIGHTS, card_path=CARD):
     return (model, card) if return_info else model
 
 
-def best_available(notebook_model=NOTEBOOK_MODEL, verbose=True):
+def _wheel_photos():
+    """The photos inside the scikit-image wheel, and their mirror images (no download)."""
+    import skimage.data
+
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    return [(f"{n}{suffix}.png", getattr(skimage.data, n)()[:, ::step]) for n in names
+            for suffix, step in (("", 1), ("_mirrored", -1))]
+
+
+def train_quick_model(path=NOTEBOOK_MODEL, photos=None, seed=42):
+    """Train a few-second model (like notebook 03's quick mode) and save it to ``path``.
+
+    Only a stand-in so that a notebook runs from top to bottom when there is no
+    trained model at all: expect poor colours.
+
+    Parameters
+    ----------
+    path : path
+        Where the ``.keras`` file goes; its folder also receives the records
+        and the run (``records_quick/``, ``runs/quick/``).
+    photos : list, optional
+        Inputs for :func:`koala_utils.data.prepare`; default: the photos inside
+        the scikit-image wheel and their mirror images.
+    seed : int
+    """
+    import shutil
+
+    from . import data, train
+
+    path = Path(path)
+    workdir = path.parent
+    records, run_dir = workdir / "records_quick", workdir / "runs" / "quick"
+    data.prepare(photos if photos is not None else _wheel_photos(), records, val_fraction=0.25, progress=False)
+    shutil.rmtree(run_dir, ignore_errors=True)  # start afresh rather than resume an old run
+    model, _ = train.train(records, run_dir, epochs=2, batch_size=8, image_size=64, steps_per_epoch=3,
+                           validation_steps=1, seed=seed, tensorboard=False, verbose=0)
+    model.save(path)
+    return path
+
+
+def best_available(notebook_model=NOTEBOOK_MODEL, verbose=True, train_if_missing=False, photos=None):
     """The best trained model at hand, and a sentence saying which one it is.
 
     The shipped model when present; otherwise the model notebook 03 saved at
-    ``notebook_model``. Raises ``FileNotFoundError`` when there is neither.
+    ``notebook_model``. When there is neither, raises ``FileNotFoundError``,
+    or with ``train_if_missing`` trains :func:`train_quick_model` (on
+    ``photos``) into ``notebook_model`` first, and says so.
     """
     from .model import load_model
+
+    if train_if_missing and not available() and not Path(notebook_model).is_file():
+        print(f"No trained model: training a few-second stand-in into {notebook_model} (expect poor colours).")
+        train_quick_model(notebook_model, photos)
 
     if available():
         model, card = load(return_info=True)

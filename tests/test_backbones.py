@@ -353,3 +353,21 @@ def test_jax_backend_matches_tensorflow(lite0, keras_home, gray_samples, tmp_pat
     )
     assert run.returncode == 0, run.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), expected, atol=1e-3)
+
+
+def test_header_pickles_cannot_run_code(tmp_path):
+    """Every pickle in a .pth, the header records included, is read without importing any global."""
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    crafted = tmp_path / "evil.pth"
+    with open(crafted, "wb") as f:
+        pickle.dump(Payload(), f)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        backbones.read_legacy_pth(crafted)
+    assert not marker.exists()
