@@ -30,6 +30,7 @@ test: lint unit notebooks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PY) notebooks/strip_outputs.py --check
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -q
@@ -43,7 +44,7 @@ bench: $(STAMP)
 
 ## strip: remove notebook outputs except the small cells nbval checks
 strip: $(STAMP)
-	$(PY) notebooks/strip_outputs.py notebooks/*.ipynb
+	$(PY) notebooks/strip_outputs.py
 
 clean:
 	rm -rf outputs notebooks/outputs .pytest_cache
