@@ -267,6 +267,8 @@ def train(
     initial_model=None,
     callbacks=(),
     val_records_dir=None,
+    embedding_dropout=0.0,
+    min_crop=0.75,
     deterministic=False,
 ):
     """Train the colorization network on prepared records.
@@ -298,6 +300,8 @@ def train(
         convolutional.
     augment : bool
         Random flips and crops on the training split.
+    embedding_dropout, min_crop : float
+        Augmentation strength, see :func:`koala_utils.data.load`.
     steps_per_epoch, validation_steps : int, optional
         Limit each epoch (quick runs); default: one pass over the split.
     backup_every_steps : int, optional
@@ -357,6 +361,8 @@ def train(
         "dtype_policy": policy or "float32",
         "image_size": image_size or manifest["image_size"],
         "augment": augment,
+        "embedding_dropout": embedding_dropout,
+        "min_crop": min_crop,
         "backbone": manifest["backbone"],
         "embed_dim": manifest["embed_dim"],
         "replicas": replicas,
@@ -367,12 +373,14 @@ def train(
 
     # Several workers: each reads its own shards (a dataset per worker, batched per replica).
     load = data.load if workers == 1 else functools.partial(distribute.load_sharded, strategy)
-    train_ds = load(records_dir, "train", global_batch, augment=augment, image_size=image_size, seed=seed, repeat=True)
+    train_ds = load(records_dir, "train", global_batch, augment=augment, image_size=image_size, seed=seed,
+                    repeat=True, embedding_dropout=embedding_dropout, min_crop=min_crop)
     val_ds = load(val_records_dir or records_dir, "val", global_batch, image_size=image_size)
     if steps_per_epoch is None:
         steps_per_epoch = max(1, math.ceil(manifest["counts"]["train"] / global_batch))
     if validation_steps is None:
-        val_count = data.read_manifest(val_records_dir)["counts"]["val"] if val_records_dir else manifest["counts"]["val"]
+        val_manifest = data.read_manifest(val_records_dir) if val_records_dir else manifest
+        val_count = val_manifest["counts"]["val"]
         validation_steps = max(1, math.ceil(val_count / global_batch))
     if strategy is not None:
         with strategy.scope():
