@@ -391,6 +391,10 @@ def train(
     nan_guard = StopOnNaN()
     if write_dir == run_dir:
         trim_log(run_dir)
+        done = len(read_history(run_dir).get("epoch", []))
+        if done and verbose:
+            more = f"training epochs {done + 1}-{epochs}" if done < epochs else "nothing left to train"
+            print(f"Resuming {run_dir}: {done} of {epochs} epochs already done; {more}.")
     model.fit(
         train_ds,
         validation_data=val_ds,
