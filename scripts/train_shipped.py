@@ -81,7 +81,8 @@ def export(checkpoint, runs, records, tag):
     if history_224:
         epochs += f" + {len(history_224['epoch'])} at 224 px"
     card = {
-        "summary": f"EfficientNet-Lite0 backbone, 975 ImageNet photos, best checkpoint of {epochs} ({checkpoint.parent.name}), CPU",
+        "summary": f"EfficientNet-Lite0 backbone, 975 ImageNet photos, best checkpoint of {epochs} "
+        f"({checkpoint.parent.name}), CPU",
         "backbone": "efficientnet_lite0",
         "embed_dim": 1000,
         "checkpoint": str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else str(checkpoint),
