@@ -122,9 +122,9 @@ def run(quick=False):
         "batch 32 / 8, after warm-up",
         f"prepare: {cfg['prepare']} photos, Lite0 built beforehand; the re-run only hashes inputs and shards",
         "record bytes = JPEG + 1000 float32 logits (4 KB) + name and box",
-        "|delta ab| = Euclidean distance in the ab plane (Lab units) per pixel, inside the photo's box, "
+        "delta ab = Euclidean distance in the ab plane (Lab units) per pixel, inside the photo's box, "
         f"vs the uncompressed 224 px photo; {cfg['storage']} photos",
-        "storage formats:\n\n" + _common.markdown_table(["format", "KB per image", "mean |dab|", "p99 |dab|"],
+        "storage formats:\n\n" + _common.markdown_table(["format", "KB per image", "mean delta ab", "p99 delta ab"],
                                                          fmt_rows),
     ]
     return {
