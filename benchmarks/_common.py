@@ -255,6 +255,13 @@ def parser(description):
     return p
 
 
+def main(run, doc, argv=None):
+    """The usual entry point: parse ``--quick``/``--json``, run ``run(quick)``, print and save."""
+    args = parser(doc.splitlines()[0]).parse_args(argv)
+    started = time.perf_counter()
+    return finish(run(args.quick), args, started)
+
+
 def quiet_tensorflow():
     """Silence TensorFlow's start-up chatter (must run before importing it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -244,9 +244,7 @@ def run(quick=False):
 
 
 def main(argv=None):
-    args = _common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    started = time.perf_counter()
-    return _common.finish(run(args.quick), args, started)
+    return _common.main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
