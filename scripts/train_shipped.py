@@ -5,8 +5,8 @@ phase 2 fine-tunes at the paper's 224 px. Both phases resume after interruption:
 re-run the same command. Training data: ../shared/data/imagenet_sample_1000 minus
 its gray photos; validation: ../shared/data/imagenet_val_1300 (never trained on).
 
-    python scripts/train_shipped.py --epochs-128 20 --epochs-224 4
-    python scripts/train_shipped.py --export runs/shipped_224/best.keras   # float16 weights + card
+    python scripts/train_shipped.py --tag reg      # the shipped model's recipe (the defaults)
+    python scripts/train_shipped.py --tag reg --export runs/reg_224/best.keras   # float16 weights + card
 """
 
 import argparse
@@ -26,14 +26,14 @@ def training_photos():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs-128", type=int, default=20)
+    parser.add_argument("--epochs-128", type=int, default=30)
     parser.add_argument("--epochs-224", type=int, default=4)
     parser.add_argument("--lr-224", type=float, default=3e-4, help="fine-tuning learning rate at 224 px")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--records", default=str(ROOT / "records"))
     parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--embedding-dropout", type=float, default=0.0, help="augmentation, see data.load")
-    parser.add_argument("--min-crop", type=float, default=0.75, help="smallest random crop side, see data.load")
+    parser.add_argument("--embedding-dropout", type=float, default=0.5, help="augmentation, see data.load")
+    parser.add_argument("--min-crop", type=float, default=0.5, help="smallest random crop side, see data.load")
     parser.add_argument("--tag", default="shipped", help="run folders are runs/<tag>_128 and runs/<tag>_224")
     parser.add_argument("--export", default=None, help="export this .keras checkpoint as the shipped model, and stop")
     args = parser.parse_args()
@@ -64,6 +64,11 @@ def main():
     print(summary)
 
 
+def _config(run_dir):
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def export(checkpoint, runs, records, tag):
     """Write the checkpoint as float16 weights + card, after checking float16 keeps its predictions."""
     import platform
@@ -88,6 +93,8 @@ def export(checkpoint, runs, records, tag):
         "checkpoint": str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else str(checkpoint),
         "train_data": "../shared/data/imagenet_sample_1000 minus its 25 gray photos (975)",
         "val_data": "../shared/data/imagenet_val_1300 (never trained on)",
+        "config_128": _config(runs / f"{tag}_128"),
+        "config_224": _config(runs / f"{tag}_224"),
         "history_128": history_128,
         "history_224": history_224,
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, no GPU",
