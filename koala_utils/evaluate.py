@@ -308,7 +308,7 @@ def _show(ax, image, title=None):
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=7)
 
 
 def _save(fig, path):
@@ -393,8 +393,8 @@ def before_after_gallery(befores, afters, titles, path, columns=2):
         ax.axis("off")
     for i, (before, after, title) in enumerate(zip(befores, afters, titles, strict=True)):
         row, col = divmod(i, columns)
-        _show(axes[row, 2 * col], before, f"{title}: before")
-        _show(axes[row, 2 * col + 1], after, f"{title}: after")
+        _show(axes[row, 2 * col], before, title)
+        _show(axes[row, 2 * col + 1], after, "colorized")
         axes[row, 2 * col].axis("on")
         axes[row, 2 * col + 1].axis("on")
     fig.tight_layout()
