@@ -18,6 +18,7 @@ from . import color, images
 from .model import Predictor
 
 OUTPUT_SUFFIX = "_colorized"
+BILINEAR = Image.Resampling.BILINEAR
 
 
 def _predictor(model):
@@ -33,10 +34,8 @@ def upsample_ab(ab, height, width):
     """Bilinear resize of an ab map (h, w, 2) float32 to (height, width, 2)."""
     if ab.shape[:2] == (height, width):
         return ab.astype(np.float32)
-    channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(ab[..., k]), mode="F").resize((width, height), Image.BILINEAR))
-        for k in range(ab.shape[-1])
-    ]
+    planes = [Image.fromarray(np.ascontiguousarray(ab[..., k], dtype=np.float32)) for k in range(ab.shape[-1])]
+    channels = [np.asarray(plane.resize((width, height), BILINEAR)) for plane in planes]
     return np.stack(channels, axis=-1)
 
 
