@@ -123,11 +123,6 @@ def lab_scaled_to_rgb(l_scaled, ab_scaled):
     return to_uint8(lab_to_rgb(lab))
 
 
-def gray_lightness(rgb):
-    """Return the L channel (0-100) of an RGB image, shape (H, W)."""
-    return rgb_to_lab(rgb)[..., 0]
-
-
 # --------------------------------------------------------------------------- TF
 def _tf():
     import tensorflow as tf
@@ -206,11 +201,13 @@ _EPS = 216.0 / 24389.0
 _KAPPA = 24389.0 / 27.0
 
 
-def _srgb_to_linear(v):
+def srgb_to_linear(v):
+    """sRGB transfer function, inverted: encoded values in [0, 1] -> linear light (same shape)."""
     return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
 
 
-def _linear_to_srgb(v):
+def linear_to_srgb(v):
+    """sRGB transfer function: linear light -> encoded values (negative light clamped to 0), same shape."""
     v = np.maximum(v, 0.0)
     return np.where(v > 0.0031308, 1.055 * np.power(v, 1.0 / 2.4) - 0.055, 12.92 * v)
 
@@ -223,16 +220,16 @@ def _lab_f_inverse(f):
 def _decode_lut(cache={}):  # noqa: B006 - a deliberate module-level memo
     """sRGB level (0-255) -> linear value, float32."""
     if "lut" not in cache:
-        cache["lut"] = _srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+        cache["lut"] = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
     return cache["lut"]
 
 
 def _tables(cache={}):  # noqa: B006 - a deliberate module-level memo
     """Lookup tables, built once: linear -> sRGB level, luminance -> gray level, gray level -> L."""
     if not cache:
-        cache["encode"] = to_uint8(_linear_to_srgb(np.arange(_ENCODE_STEPS + 1) / _ENCODE_STEPS))
+        cache["encode"] = to_uint8(linear_to_srgb(np.arange(_ENCODE_STEPS + 1) / _ENCODE_STEPS))
         # Gray level k covers luminances linear((k - 0.5) / 255) <= Y < linear((k + 0.5) / 255): to_gray's rounding.
-        steps = _srgb_to_linear((np.arange(1, 256) - 0.5) / 255.0).astype(np.float32)
+        steps = srgb_to_linear((np.arange(1, 256) - 0.5) / 255.0).astype(np.float32)
         cache["gray_lower"] = np.concatenate([[-np.inf], steps]).astype(np.float32)
         cache["gray_upper"] = np.concatenate([steps, [np.inf]]).astype(np.float32)
         levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
@@ -240,10 +237,6 @@ def _tables(cache={}):  # noqa: B006 - a deliberate module-level memo
         # Linear RGB from (X / Xn, Y, Z / Zn): the white point folded into the matrix.
         cache["xyz_to_rgb"] = (XYZ_TO_RGB * np.asarray(D65_WHITE)[None, :]).astype(np.float32)
     return cache
-
-
-def _encode_lut():
-    return _tables()["encode"]
 
 
 def _executor(cache={}):  # noqa: B006 - a deliberate module-level memo

@@ -21,15 +21,6 @@ OUTPUT_SUFFIX = "_colorized"
 BILINEAR = Image.Resampling.BILINEAR
 
 
-def _predictor(model):
-    """One :class:`Predictor` per model object, reused across calls."""
-    predictor = getattr(model, "_koala_predictor", None)
-    if predictor is None:
-        predictor = Predictor(model)
-        model._koala_predictor = predictor
-    return predictor
-
-
 def upsample_ab(ab, height, width):
     """Bilinear resize of an ab map (h, w, 2) float32 to (height, width, 2)."""
     if ab.shape[:2] == (height, width):
@@ -66,7 +57,7 @@ def predict_small_ab(gray, model, backbone, size=224):
     embedding = backbone.embed([padded if same_square else gray])
     mid = time.perf_counter()
     l_scaled = color.scale_l(color.lightness(images.gray_to_rgb(padded)))[None, ..., None]
-    ab_scaled = _predictor(model)(l_scaled, embedding)[0]
+    ab_scaled = Predictor(model)(l_scaled, embedding)[0]  # Keras keeps the compiled function on the model
     end = time.perf_counter()
     ab = color.unscale_ab(ab_scaled[top : top + h, left : left + w])
     return ab, {"backbone": mid - start, "network": end - mid}

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import color
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 WHITE = 255
 
@@ -126,16 +128,6 @@ def array_to_rgb(array):
     return np.ascontiguousarray(arr)
 
 
-def _srgb_decode(values):
-    v = values / 255.0
-    return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
-
-
-def _srgb_encode(linear):
-    v = np.where(linear > 0.0031308, 1.055 * np.power(np.maximum(linear, 0), 1 / 2.4) - 0.055, 12.92 * linear)
-    return np.clip(np.round(v * 255.0), 0, 255).astype(np.uint8)
-
-
 def to_gray(rgb):
     """Return the gray version of a photo, with the same CIE L as the photo.
 
@@ -153,9 +145,8 @@ def to_gray(rgb):
     rgb = np.asarray(rgb)
     if rgb.ndim == 2:
         return rgb.astype(np.uint8)
-    linear = _srgb_decode(rgb[..., :3].astype(np.float64))
-    luminance = linear @ np.array([0.212671, 0.715160, 0.072169])
-    return _srgb_encode(luminance)
+    linear = color.srgb_to_linear(rgb[..., :3].astype(np.float64) / 255.0)
+    return color.to_uint8(color.linear_to_srgb(linear @ color.RGB_TO_XYZ[1]))
 
 
 def gray_to_rgb(gray):

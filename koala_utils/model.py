@@ -89,9 +89,16 @@ def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization"):
     return keras.Model({"l": l_input, "embedding": embedding}, ab, name=name)
 
 
-def compile_model(model, learning_rate=1e-3):
-    """Compile with the paper's Adam (lr 1e-3) and MSE on scaled ab."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+def compile_model(model, learning_rate=1e-3, loss_scaling=False):
+    """Compile with the paper's Adam (lr 1e-3) and MSE on scaled ab.
+
+    ``loss_scaling`` wraps Adam in a ``LossScaleOptimizer``, as float16
+    training needs.
+    """
+    optimizer = keras.optimizers.Adam(learning_rate)
+    if loss_scaling:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="mse")
     return model
 
 

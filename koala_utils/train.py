@@ -241,11 +241,7 @@ def _build(embed_dim, policy, learning_rate, initial_model):
     model = build_model(embed_dim, dtype_policy=policy)
     if initial_model is not None:
         model.set_weights(initial_model.get_weights())
-    optimizer = keras.optimizers.Adam(learning_rate)
-    if policy == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss="mse")
-    return model
+    return compile_model(model, learning_rate, loss_scaling=policy == "mixed_float16")
 
 
 def train(
@@ -417,4 +413,4 @@ def train(
     return model, history
 
 
-__all__ = ["train", "read_history", "resolve_policy", "compile_model", "TrainingDivergedError"]
+__all__ = ["train", "read_history", "resolve_policy", "TrainingDivergedError"]
