@@ -204,7 +204,7 @@ def _mean(values, key):
     return float(np.nanmean(values))
 
 
-def evaluate_images(preds, truths, names=None):
+def evaluate_images(preds, truths, names=None, grays=None):
     """Score colorizations and the gray baseline over a set of photos.
 
     Parameters
@@ -213,6 +213,8 @@ def evaluate_images(preds, truths, names=None):
         Colorized images and their real photos, pairwise of equal shape.
     names : sequence of str, optional
         One per image; ``"image_0"``, ``"image_1"``, ... by default.
+    grays : sequence of ndarray of uint8, optional
+        The :func:`gray_baseline` of each truth, when already computed.
 
     Returns
     -------
@@ -233,10 +235,11 @@ def evaluate_images(preds, truths, names=None):
     names = [f"image_{i}" for i in range(len(preds))] if names is None else list(names)
     if len(names) != len(preds):
         raise ValueError(f"{len(names)} names for {len(preds)} images")
+    grays = [gray_baseline(true) for true in truths] if grays is None else list(grays)
     per_image = []
-    for name, pred, true in zip(names, preds, truths, strict=True):
+    for name, pred, true, gray_rgb in zip(names, preds, truths, grays, strict=True):
         row = {"name": name, **image_metrics(pred, true)}
-        gray = image_metrics(gray_baseline(true), true)
+        gray = image_metrics(gray_rgb, true)
         row.update({f"gray_{key}": value for key, value in gray.items()})
         per_image.append(row)
     mean = {key: _mean([row[key] for row in per_image], key) for key in METRICS}
@@ -440,6 +443,6 @@ def evaluate_records(model, records_dir, split="val", limit=None, batch_size=16)
         :func:`predict_records` (for figures).
     """
     images = predict_records(model, records_dir, split, limit, batch_size)
-    result = evaluate_images(images["pred"], images["truth"], names=images["names"])
+    result = evaluate_images(images["pred"], images["truth"], names=images["names"], grays=images["gray"])
     result["images"] = images
     return result

@@ -109,7 +109,7 @@ def export(checkpoint, runs, records, tag):
     full, half = Predictor(model)(l_scaled, arrays["embedding"]), Predictor(shipped)(l_scaled, arrays["embedding"])
     drift = float(np.abs(full - half).max() * 127)
     card["float16_max_ab_drift"] = drift
-    pretrained.export(model, card)
+    pretrained.CARD.write_text(json.dumps(card, indent=1))
     size = pretrained.WEIGHTS.stat().st_size / 1e6
     print(f"exported {checkpoint} -> {pretrained.WEIGHTS} ({size:.1f} MB); float16 vs float32: max |Δab| {drift:.3f}")
 
