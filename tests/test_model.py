@@ -19,8 +19,37 @@ def model():
 
 
 def test_parameter_count_matches_the_paper_architecture(model):
-    assert PARAMS_1000 == 6_573_794
-    assert model.count_params() == 6_573_794
+    assert model.count_params() == PARAMS_1000 == 6_573_794
+
+
+# Table 1 of the paper, in order: (kind, filters, kernel, stride, activation); "up" is a x2 upsampling.
+TABLE_1 = [
+    ("conv", 64, 3, 2, "relu"), ("conv", 128, 3, 1, "relu"), ("conv", 128, 3, 2, "relu"),
+    ("conv", 256, 3, 1, "relu"), ("conv", 256, 3, 2, "relu"), ("conv", 512, 3, 1, "relu"),
+    ("conv", 512, 3, 1, "relu"), ("conv", 256, 3, 1, "relu"),  # encoder
+    ("fusion",), ("conv", 256, 1, 1, "relu"),  # fusion: tile, concatenate, 1x1 conv
+    ("conv", 128, 3, 1, "relu"), ("up",), ("conv", 64, 3, 1, "relu"), ("conv", 64, 3, 1, "relu"), ("up",),
+    ("conv", 32, 3, 1, "relu"), ("conv", 2, 3, 1, "tanh"), ("up",),  # decoder: the last upsampling after the tanh
+]
+
+
+def _describe(layer):
+    if isinstance(layer, keras.layers.Conv2D):
+        return ("conv", layer.filters, *layer.kernel_size[:1], *layer.strides[:1], layer.activation.__name__)
+    if isinstance(layer, keras.layers.UpSampling2D):
+        return ("up",) if tuple(layer.size) == (2, 2) and layer.interpolation == "nearest" else ("up?", layer.size)
+    if isinstance(layer, FusionLayer):
+        return ("fusion",)
+    return (type(layer).__name__,)
+
+
+def test_every_layer_matches_table_1(model):
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert [_describe(layer) for layer in layers] == TABLE_1
+    for layer in layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            assert layer.padding == "same" and tuple(layer.kernel_size) == (layer.kernel_size[0],) * 2, layer.name
+            assert tuple(layer.strides) == (layer.strides[0],) * 2 and layer.use_bias, layer.name
 
 
 def test_layer_shapes(model):
