@@ -66,15 +66,43 @@ def test_transparency_becomes_white(tmp_path):
     assert (images.load_image(path) == 255).all()
 
 
-def test_exif_orientation_applied(tmp_path, sample_photos):
-    rgb = images.load_image(sample_photos[2])
+# What a viewer shows for each EXIF orientation, from the EXIF spec's "0th row / 0th column" wording.
+DISPLAYED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.transpose(1, 0, 2),  # 0th row on the left, 0th column at the top
+    6: lambda a: np.rot90(a, -1),  # 0th row on the right, 0th column at the top: turn clockwise
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # 0th row on the right, 0th column at the bottom
+    8: lambda a: np.rot90(a, 1),  # 0th row on the left, 0th column at the bottom: turn anticlockwise
+}
+
+
+def _with_orientation(rgb, orientation, path, **save):
     img = Image.fromarray(rgb)
     exif = img.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    path = tmp_path / "rotated.jpg"
-    img.save(path, exif=exif, quality=95)
-    loaded = images.load_image(path)
-    assert loaded.shape == (rgb.shape[1], rgb.shape[0], 3)
+    exif[0x0112] = orientation
+    img.save(path, exif=exif, **save)
+    return path
+
+
+@pytest.mark.parametrize("orientation", sorted(DISPLAYED))
+def test_exif_orientation_pixel_by_pixel(tmp_path, orientation):
+    stored = np.random.default_rng(orientation).integers(0, 256, (5, 8, 3), dtype=np.uint8)  # not square
+    loaded = images.load_image(_with_orientation(stored, orientation, tmp_path / "o.png"))
+    np.testing.assert_array_equal(loaded, DISPLAYED[orientation](stored))
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_rotation_of_a_camera_jpeg(tmp_path, sample_photos, orientation):
+    rgb = images.load_image(sample_photos[2])
+    assert rgb.shape[0] != rgb.shape[1]
+    loaded = images.load_image(_with_orientation(rgb, orientation, tmp_path / "r.jpg", quality=95))
+    expected = DISPLAYED[orientation](rgb).astype(int)
+    assert loaded.shape == expected.shape
+    assert np.abs(loaded.astype(int) - expected).mean() < 3  # JPEG noise only
+    assert np.abs(loaded.astype(int) - DISPLAYED[14 - orientation](rgb).astype(int)).mean() > 20
 
 
 def test_errors_name_the_file(tmp_path):
