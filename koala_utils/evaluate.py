@@ -1,193 +1,39 @@
-"""Metrics and figures for judging colorizations.
+"""Judging colorizations over a set of photos, against the gray baseline.
 
-Pure numpy / scikit-image; matplotlib is imported only inside the figure
-functions, which use :class:`matplotlib.figure.Figure` directly (no pyplot
-global state), so they work headless.
+The metrics of one image are in :mod:`koala_utils.metrics`, the figures in
+:mod:`koala_utils.figures`; both are re-exported here. Over a set:
 
-All images are RGB ``uint8`` arrays of shape (H, W, 3) unless said otherwise.
-Metrics:
-
-* ``mse_ab``: mean squared error of the scaled chroma (``ab / 127``), the
-  paper's training loss.
-* ``psnr``: peak signal-to-noise ratio of the RGB images (0-255), in dB.
-* ``ssim``: structural similarity of the RGB images.
-* colourfulness (Hasler & Suesstrunk, 2003), for the prediction and the truth:
-  plausible colorizations should be about as colourful as real photos, and the
-  MSE loss is known to give washed-out, less colourful results.
+* every metric is averaged over the images (PSNR over the finite values);
+* ``cf_ratio`` is the set's mean colourfulness of the predictions divided by
+  that of the real photos (a ratio of means: per-image ratios explode on
+  near-gray photos). The mean of the per-image ratios is kept as
+  ``cf_ratio_per_image``, a secondary column;
+* ``mse_ab`` is computed on the network's output when it is given (as
+  :func:`evaluate_records` does: the paper's loss), else on the displayed
+  colours; ``result["mse_ab_of"]`` says which.
 """
 
 import math
-from pathlib import Path
 
 import numpy as np
 
-from koala_utils.color import AB_SCALE, lab_to_rgb, rgb_to_lab, to_uint8
+from .figures import GRID_DPI, GRID_ROW_INCHES, before_after_gallery, comparison_grid
+from .metrics import METRICS as IMAGE_METRICS
+from .metrics import (
+    SSIM_SIGMA,
+    SSIM_WINDOW,
+    colorfulness,
+    gray_baseline,
+    image_metrics,
+    mse_ab,
+    psnr,
+    scaled_ab,
+    ssim,
+)
 
-METRICS = ("mse_ab", "psnr", "ssim", "cf_pred", "cf_true", "cf_ratio", "delta_cf")
-DELTA_METRICS = ("psnr", "ssim", "mse_ab", "cf_ratio")
-SSIM_WINDOW = 7
-GRID_ROW_INCHES = 3.0
-GRID_DPI = 100
-
-
-def _as_rgb_uint8(rgb, what="image"):
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"{what}: expected an RGB image of shape (H, W, 3), got shape {rgb.shape}")
-    if rgb.dtype == np.uint8:
-        return rgb
-    if np.issubdtype(rgb.dtype, np.floating):
-        return to_uint8(rgb)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
-
-
-def colorfulness(rgb_uint8):
-    """Colourfulness of an image (Hasler & Suesstrunk, 2003).
-
-    With ``rg = R - G`` and ``yb = (R + G) / 2 - B`` over all pixels (0-255
-    values), ``CF = sqrt(std(rg)**2 + std(yb)**2) + 0.3 * sqrt(mean(rg)**2 + mean(yb)**2)``.
-    Standard deviations are population ones (``ddof=0``).
-
-    Parameters
-    ----------
-    rgb_uint8 : ndarray of uint8, shape (H, W, 3)
-
-    Returns
-    -------
-    float
-        0 for a gray image; about 15 is "slightly colourful", 33 "moderately",
-        59 "quite", 82 and more "highly" colourful on the authors' scale.
-    """
-    rgb = _as_rgb_uint8(rgb_uint8).astype(np.float64)
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg = red - green
-    yb = 0.5 * (red + green) - blue
-    spread = math.sqrt(rg.std() ** 2 + yb.std() ** 2)
-    centre = math.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
-    return float(spread + 0.3 * centre)
-
-
-def psnr(pred_rgb, true_rgb):
-    """Peak signal-to-noise ratio of two RGB images, in dB (data range 255).
-
-    Parameters
-    ----------
-    pred_rgb, true_rgb : ndarray of uint8, shape (H, W, 3)
-
-    Returns
-    -------
-    float
-        ``10 * log10(255**2 / MSE)``; ``inf`` for identical images.
-    """
-    from skimage.metrics import peak_signal_noise_ratio
-
-    pred = _as_rgb_uint8(pred_rgb, "prediction")
-    true = _as_rgb_uint8(true_rgb, "truth")
-    if np.array_equal(pred, true):
-        return math.inf
-    return float(peak_signal_noise_ratio(true, pred, data_range=255))
-
-
-def ssim(pred_rgb, true_rgb):
-    """Structural similarity of two RGB images (data range 255, mean over channels).
-
-    The window is 7 pixels, or the largest odd size that fits images smaller
-    than that; images thinner than 3 pixels have no SSIM (``nan``).
-
-    Parameters
-    ----------
-    pred_rgb, true_rgb : ndarray of uint8, shape (H, W, 3)
-
-    Returns
-    -------
-    float in [-1, 1], or nan
-    """
-    from skimage.metrics import structural_similarity
-
-    pred = _as_rgb_uint8(pred_rgb, "prediction")
-    true = _as_rgb_uint8(true_rgb, "truth")
-    window = min(SSIM_WINDOW, *true.shape[:2])
-    if window % 2 == 0:
-        window -= 1
-    if window < 3:
-        return math.nan
-    return float(structural_similarity(true, pred, channel_axis=-1, data_range=255, win_size=window))
-
-
-def mse_ab(pred_ab, true_ab):
-    """Mean squared error of two chroma images, both scaled by ``1 / 127``.
-
-    Parameters
-    ----------
-    pred_ab, true_ab : ndarray, shape (H, W, 2)
-        a and b already divided by 127 (about [-1, 1]).
-
-    Returns
-    -------
-    float
-    """
-    diff = np.asarray(pred_ab, dtype=np.float64) - np.asarray(true_ab, dtype=np.float64)
-    return float(np.mean(diff**2))
-
-
-def scaled_ab(rgb):
-    """The scaled chroma ``ab / 127`` of an RGB image, shape (H, W, 2)."""
-    return rgb_to_lab(_as_rgb_uint8(rgb))[..., 1:] / AB_SCALE
-
-
-def image_metrics(pred_rgb, true_rgb, pred_ab=None, true_ab=None):
-    """All metrics of one colorization against its ground truth.
-
-    Parameters
-    ----------
-    pred_rgb, true_rgb : ndarray of uint8, shape (H, W, 3)
-        The colorized image and the real photo.
-    pred_ab, true_ab : ndarray, shape (H, W, 2), optional
-        Scaled chroma (``ab / 127``), e.g. the network's raw output. Computed
-        from the RGB images when not given.
-
-    Returns
-    -------
-    dict
-        ``mse_ab`` (scaled chroma MSE, >= 0), ``psnr`` (dB, ``inf`` when the
-        images are identical), ``ssim`` (``nan`` below 3 px), ``cf_pred`` and
-        ``cf_true`` (colourfulness), ``cf_ratio`` = cf_pred / cf_true (``nan``
-        when the truth is gray) and ``delta_cf`` = cf_pred - cf_true.
-    """
-    pred = _as_rgb_uint8(pred_rgb, "prediction")
-    true = _as_rgb_uint8(true_rgb, "truth")
-    if pred.shape != true.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {true.shape}")
-    pred_ab = scaled_ab(pred) if pred_ab is None else pred_ab
-    true_ab = scaled_ab(true) if true_ab is None else true_ab
-    cf_pred = colorfulness(pred)
-    cf_true = colorfulness(true)
-    return {
-        "mse_ab": mse_ab(pred_ab, true_ab),
-        "psnr": psnr(pred, true),
-        "ssim": ssim(pred, true),
-        "cf_pred": cf_pred,
-        "cf_true": cf_true,
-        "cf_ratio": cf_pred / cf_true if cf_true > 0 else math.nan,
-        "delta_cf": cf_pred - cf_true,
-    }
-
-
-def gray_baseline(true_rgb):
-    """The trivial colorization: the photo with its chroma removed.
-
-    Parameters
-    ----------
-    true_rgb : ndarray of uint8, shape (H, W, 3)
-
-    Returns
-    -------
-    ndarray of uint8, shape (H, W, 3)
-        Same CIE L as the photo, ``a = b = 0`` (up to 8-bit rounding).
-    """
-    lab = rgb_to_lab(_as_rgb_uint8(true_rgb))
-    lab[..., 1:] = 0.0
-    return to_uint8(lab_to_rgb(lab))
+METRICS = (*IMAGE_METRICS, "cf_ratio_per_image")
+DELTA_METRICS = ("psnr", "ssim", "mse_ab")  # averaged per-image differences; cf_ratio: difference of set ratios
+NETWORK, DISPLAYED = "network output", "displayed colours"
 
 
 def _mean(values, key):
@@ -204,7 +50,21 @@ def _mean(values, key):
     return float(np.nanmean(values))
 
 
-def evaluate_images(preds, truths, names=None, grays=None):
+def _set_ratio(rows, prefix=""):
+    """Mean colourfulness of the predictions over that of the truths (nan when the truths are all gray)."""
+    pred = _mean([row[f"{prefix}cf_pred"] for row in rows], "cf_pred")
+    true = _mean([row[f"{prefix}cf_true"] for row in rows], "cf_true")
+    return pred / true if true > 0 else math.nan
+
+
+def _set_means(rows, prefix=""):
+    means = {key: _mean([row[prefix + key] for row in rows], key) for key in IMAGE_METRICS}
+    means["cf_ratio_per_image"] = means["cf_ratio"]
+    means["cf_ratio"] = _set_ratio(rows, prefix) if rows else math.nan
+    return means
+
+
+def evaluate_images(preds, truths, names=None, grays=None, pred_abs=None):
     """Score colorizations and the gray baseline over a set of photos.
 
     Parameters
@@ -215,19 +75,27 @@ def evaluate_images(preds, truths, names=None, grays=None):
         One per image; ``"image_0"``, ``"image_1"``, ... by default.
     grays : sequence of ndarray of uint8, optional
         The :func:`gray_baseline` of each truth, when already computed.
+    pred_abs : sequence of ndarray, each shape (H_i, W_i, 2), optional
+        The network's scaled ab (``ab / 127``) for each prediction: ``mse_ab``
+        is then computed on it (and on ``ab = 0`` for the gray baseline), not
+        on the displayed colours.
 
     Returns
     -------
     dict
         ``per_image``: one dict per image with ``name``, the metrics of
-        :func:`image_metrics`, and the same metrics of :func:`gray_baseline`
-        prefixed ``gray_``. ``mean`` and ``gray_mean``: the average of each
-        metric (ignoring nan; the PSNR mean is over finite values only, and is
-        ``inf`` when every image is reproduced exactly). ``delta``: ours minus
-        gray for ``psnr``, ``ssim``, ``mse_ab`` and ``cf_ratio``, averaged over
-        the per-image differences, so that the PSNR difference compares the two
-        on the same images (those where ours is not exact).
-        ``n_images`` and ``n_psnr_infinite`` count the images and the exact ones.
+        :func:`image_metrics` (``cf_ratio`` per image), and the same metrics of
+        :func:`gray_baseline` prefixed ``gray_``. ``mean`` and ``gray_mean``:
+        each metric over the set (the average, ignoring nan; PSNR over finite
+        values only, ``inf`` when every image is reproduced exactly;
+        ``cf_ratio`` the ratio of the mean colourfulnesses and
+        ``cf_ratio_per_image`` the average of the per-image ratios).
+        ``delta``: ours minus gray, for ``psnr``, ``ssim`` and ``mse_ab``
+        averaged over the per-image differences (so that the PSNR difference
+        compares the two on the same images), for ``cf_ratio`` the difference
+        of the set ratios. ``n_images`` and ``n_psnr_infinite`` count the
+        images and the exact ones; ``mse_ab_of`` is ``"network output"`` or
+        ``"displayed colours"``.
     """
     preds, truths = list(preds), list(truths)
     if len(preds) != len(truths):
@@ -236,23 +104,30 @@ def evaluate_images(preds, truths, names=None, grays=None):
     if len(names) != len(preds):
         raise ValueError(f"{len(names)} names for {len(preds)} images")
     grays = [gray_baseline(true) for true in truths] if grays is None else list(grays)
+    abs_ = [None] * len(preds) if pred_abs is None else list(pred_abs)
+    if len(abs_) != len(preds):
+        raise ValueError(f"{len(abs_)} ab predictions for {len(preds)} images")
     per_image = []
-    for name, pred, true, gray_rgb in zip(names, preds, truths, grays, strict=True):
-        row = {"name": name, **image_metrics(pred, true)}
-        gray = image_metrics(gray_rgb, true)
+    for name, pred, true, gray_rgb, pred_ab in zip(names, preds, truths, grays, abs_, strict=True):
+        true_ab = None if pred_ab is None else scaled_ab(true)
+        gray_ab = None if pred_ab is None else np.zeros_like(true_ab)
+        row = {"name": name, **image_metrics(pred, true, pred_ab=pred_ab, true_ab=true_ab)}
+        gray = image_metrics(gray_rgb, true, pred_ab=gray_ab, true_ab=true_ab)
         row.update({f"gray_{key}": value for key, value in gray.items()})
         per_image.append(row)
-    mean = {key: _mean([row[key] for row in per_image], key) for key in METRICS}
-    gray_mean = {key: _mean([row[f"gray_{key}"] for row in per_image], key) for key in METRICS}
+    mean, gray_mean = _set_means(per_image), _set_means(per_image, "gray_")
+    delta = {
+        key: _mean([_difference(row[key], row[f"gray_{key}"]) for row in per_image], key) for key in DELTA_METRICS
+    }
+    delta["cf_ratio"] = mean["cf_ratio"] - gray_mean["cf_ratio"]
     return {
         "per_image": per_image,
         "mean": mean,
         "gray_mean": gray_mean,
-        "delta": {
-            key: _mean([_difference(row[key], row[f"gray_{key}"]) for row in per_image], key) for key in DELTA_METRICS
-        },
+        "delta": delta,
         "n_images": len(per_image),
         "n_psnr_infinite": sum(1 for row in per_image if row["psnr"] == math.inf),
+        "mse_ab_of": DISPLAYED if pred_abs is None else NETWORK,
     }
 
 
@@ -294,114 +169,10 @@ def format_table(result):
         cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells))
     lines.insert(1, "-" * len(lines[0]))
-    footer = f"({result['n_images']} images"
+    footer = f"({result['n_images']} images; mse_ab of the {result.get('mse_ab_of', DISPLAYED)}"
     if 0 < result["n_psnr_infinite"] < result["n_images"]:
         footer += f"; {result['n_psnr_infinite']} reproduced exactly, left out of the PSNR mean and difference"
     return "\n".join(lines) + "\n" + footer + ")"
-
-
-def _show(ax, image, title=None):
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-    else:
-        ax.imshow(image)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=7)
-
-
-def _save(fig, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=GRID_DPI, format="png")
-    return path
-
-
-def comparison_grid(grays, preds, truths, titles=None, path=None, max_rows=8):
-    """A figure with one row per photo: gray input | prediction | ground truth.
-
-    The layout of the paper's Fig. 4 and 5. Uses :class:`matplotlib.figure.Figure`
-    directly, so it works without a display.
-
-    Parameters
-    ----------
-    grays : sequence of ndarray of uint8, shape (H, W) or (H, W, 3)
-    preds, truths : sequence of ndarray of uint8, shape (H, W, 3)
-    titles : sequence of str, optional
-        One per row, shown over the gray image.
-    path : str or os.PathLike, optional
-        Where to save a PNG (``GRID_DPI`` dots per inch, 3 inches per row).
-    max_rows : int
-        Only the first ``max_rows`` photos are shown.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    from matplotlib.figure import Figure
-
-    grays, preds, truths = list(grays), list(preds), list(truths)
-    if not (len(grays) == len(preds) == len(truths)):
-        raise ValueError(f"got {len(grays)} gray, {len(preds)} predicted and {len(truths)} true images")
-    rows = min(len(grays), max_rows)
-    if rows == 0:
-        raise ValueError("comparison_grid needs at least one image")
-    fig = Figure(figsize=(3 * GRID_ROW_INCHES, rows * GRID_ROW_INCHES))
-    axes = fig.subplots(rows, 3, squeeze=False)
-    for i in range(rows):
-        label = titles[i] if titles is not None else None
-        header = ("Gray input", "Predicted", "Ground truth") if i == 0 else (None, None, None)
-        first = f"{header[0]}\n{label}" if header[0] and label else (header[0] or label)
-        _show(axes[i, 0], grays[i], first)
-        _show(axes[i, 1], preds[i], header[1])
-        _show(axes[i, 2], truths[i], header[2])
-    fig.tight_layout()
-    if path is not None:
-        _save(fig, path)
-    return fig
-
-
-def before_after_gallery(befores, afters, titles, path, columns=2):
-    """Save a PNG gallery of before / after pairs (e.g. gray photo / colorized).
-
-    Parameters
-    ----------
-    befores, afters : sequence of ndarray of uint8, shape (H, W) or (H, W, 3)
-    titles : sequence of str
-        One per pair.
-    path : str or os.PathLike
-        The PNG to write (folders are created).
-    columns : int
-        Pairs per row.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    from matplotlib.figure import Figure
-
-    befores, afters, titles = list(befores), list(afters), list(titles)
-    if not (len(befores) == len(afters) == len(titles)) or not befores:
-        raise ValueError(f"got {len(befores)} befores, {len(afters)} afters and {len(titles)} titles (need >= 1 each)")
-    columns = max(1, min(columns, len(befores)))
-    rows = math.ceil(len(befores) / columns)
-    fig = Figure(figsize=(2 * columns * GRID_ROW_INCHES * 0.8, rows * GRID_ROW_INCHES))
-    axes = fig.subplots(rows, 2 * columns, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for i, (before, after, title) in enumerate(zip(befores, afters, titles, strict=True)):
-        row, col = divmod(i, columns)
-        _show(axes[row, 2 * col], before, title)
-        _show(axes[row, 2 * col + 1], after, "colorized")
-        axes[row, 2 * col].axis("on")
-        axes[row, 2 * col + 1].axis("on")
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
@@ -411,7 +182,8 @@ def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
     -------
     dict
         ``names``; ``truth``, ``pred`` and ``gray`` RGB uint8 photos cropped to
-        their content (the white padding removed), each a list of (h, w, 3).
+        their content (the white padding removed), each a list of (h, w, 3);
+        ``pred_ab``: the network's scaled ab for each, float32 (h, w, 2).
     """
     from .color import lab_scaled_to_rgb, lightness, scale_l
     from .data import load_arrays
@@ -419,7 +191,7 @@ def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
 
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
-    truth, pred, gray = [], [], []
+    truth, pred, gray, pred_ab = [], [], [], []
     for start in range(0, len(arrays["names"]), batch_size):
         rgb = arrays["rgb"][start : start + batch_size]
         l_scaled = scale_l(lightness(rgb))[..., None]
@@ -429,8 +201,9 @@ def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
             crop = (slice(top, top + h), slice(left, left + w))
             truth.append(rgb[k][crop])
             pred.append(lab_scaled_to_rgb(l_scaled[k][crop], ab[k][crop]))
+            pred_ab.append(ab[k][crop])
             gray.append(gray_baseline(rgb[k][crop]))
-    return {"names": arrays["names"], "truth": truth, "pred": pred, "gray": gray}
+    return {"names": arrays["names"], "truth": truth, "pred": pred, "gray": gray, "pred_ab": pred_ab}
 
 
 def evaluate_records(model, records_dir, split="val", limit=None, batch_size=16):
@@ -439,10 +212,18 @@ def evaluate_records(model, records_dir, split="val", limit=None, batch_size=16)
     Returns
     -------
     dict
-        :func:`evaluate_images`' result, plus ``images``: the output of
-        :func:`predict_records` (for figures).
+        :func:`evaluate_images`' result (``mse_ab`` on the network's output),
+        plus ``images``: the output of :func:`predict_records` (for figures).
     """
     images = predict_records(model, records_dir, split, limit, batch_size)
-    result = evaluate_images(images["pred"], images["truth"], names=images["names"], grays=images["gray"])
+    result = evaluate_images(images["pred"], images["truth"], names=images["names"], grays=images["gray"],
+                             pred_abs=images["pred_ab"])
     result["images"] = images
     return result
+
+
+__all__ = [
+    "METRICS", "colorfulness", "psnr", "ssim", "mse_ab", "scaled_ab", "image_metrics", "gray_baseline",
+    "evaluate_images", "format_table", "predict_records", "evaluate_records", "comparison_grid",
+    "before_after_gallery", "GRID_DPI", "GRID_ROW_INCHES", "SSIM_SIGMA", "SSIM_WINDOW",
+]

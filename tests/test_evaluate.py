@@ -107,7 +107,9 @@ def test_tiny_images_do_not_crash():
         m = ev.image_metrics(a, b)
         assert math.isnan(m["ssim"])
         assert m["psnr"] == pytest.approx(10 * math.log10(255**2 / 400))
-    m = ev.image_metrics(np.full((3, 5, 3), 10, np.uint8), np.full((3, 5, 3), 10, np.uint8))
+    small = np.full((10, 40, 3), 10, np.uint8)  # thinner than SSIM's 11-pixel Gaussian window
+    assert math.isnan(ev.image_metrics(small, small)["ssim"])
+    m = ev.image_metrics(np.full((11, 12, 3), 10, np.uint8), np.full((11, 12, 3), 10, np.uint8))
     assert m["ssim"] == pytest.approx(1.0)
     result = ev.evaluate_images([np.zeros((1, 1, 3), np.uint8)], [np.full((1, 1, 3), 255, np.uint8)])
     assert "ssim" in ev.format_table(result)
@@ -186,3 +188,79 @@ def test_psnr_difference_is_paired_when_some_images_are_exact():
     assert result["mean"]["psnr"] == pytest.approx(first["psnr"])  # the exact image is left out
     assert result["delta"]["psnr"] == pytest.approx(0.0)  # ours equals gray on the first image
     assert "1 reproduced exactly" in ev.format_table(result)
+
+
+def _gaussian_ssim(x, y, sigma=1.5):
+    """SSIM as Wang et al. (2004) define it, written out: Gaussian-weighted means, variances, covariance."""
+    from scipy.ndimage import gaussian_filter
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    scores = []
+    for k in range(3):
+        a, b = x[..., k].astype(np.float64), y[..., k].astype(np.float64)
+        blur = lambda v: gaussian_filter(v, sigma, truncate=3.5)  # noqa: E731
+        mu_a, mu_b = blur(a), blur(b)
+        var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+        ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+        scores.append(ssim_map[5:-5, 5:-5].mean())  # the border the window does not cover is left out
+    return float(np.mean(scores))
+
+
+def test_ssim_uses_the_gaussian_window_of_published_tables():
+    true = data.astronaut()[::4, ::4]
+    pred = ev.gray_baseline(true)
+    expected = _gaussian_ssim(pred, true)
+    assert ev.ssim(pred, true) == pytest.approx(expected, abs=1e-6)
+    # The 7x7 uniform window with sample covariances (scikit-image's default) gives another figure.
+    from skimage.metrics import structural_similarity
+
+    uniform = structural_similarity(true, pred, channel_axis=-1, data_range=255)
+    assert abs(uniform - expected) > 1e-3
+
+
+def test_cf_ratio_over_a_set_is_a_ratio_of_means():
+    vivid = data.astronaut()[::8, ::8]
+    near_gray = ev.gray_baseline(vivid).astype(np.int16)
+    near_gray[..., 0] += 1  # the faintest tint: colourfulness about 1
+    near_gray = near_gray.clip(0, 255).astype(np.uint8)
+    # Ours: half as colourful on the vivid photo, a vivid guess on the near-gray one.
+    half = (0.5 * vivid + 0.5 * ev.gray_baseline(vivid)).astype(np.uint8)
+    result = ev.evaluate_images([half, vivid], [vivid, near_gray])
+    rows = result["per_image"]
+    ratio = (rows[0]["cf_pred"] + rows[1]["cf_pred"]) / (rows[0]["cf_true"] + rows[1]["cf_true"])
+    assert result["mean"]["cf_ratio"] == pytest.approx(ratio)
+    assert 0.5 < ratio < 2  # the set as a whole is about as colourful as the truth
+    per_image = (rows[0]["cf_ratio"] + rows[1]["cf_ratio"]) / 2
+    assert result["mean"]["cf_ratio_per_image"] == pytest.approx(per_image)
+    assert per_image > 10  # exploded by the near-gray photo
+    assert result["delta"]["cf_ratio"] == pytest.approx(ratio - result["gray_mean"]["cf_ratio"])
+    assert "cf_ratio_per_image" in ev.format_table(result)
+
+
+def test_mse_ab_on_the_network_output_when_given():
+    true = data.coffee()[::8, ::8]
+    shown = ev.gray_baseline(true)
+    wild = np.full(true.shape[:2] + (2,), 0.99)  # far outside the gamut: the display clips it
+    true_ab = ev.scaled_ab(true)
+    result = ev.evaluate_images([shown], [true], pred_abs=[wild])
+    assert result["mse_ab_of"] == "network output"
+    assert result["mean"]["mse_ab"] == pytest.approx(np.mean((wild - true_ab) ** 2))
+    assert result["gray_mean"]["mse_ab"] == pytest.approx(np.mean(true_ab**2))
+    displayed = ev.evaluate_images([shown], [true])
+    assert displayed["mse_ab_of"] == "displayed colours"
+    assert displayed["mean"]["mse_ab"] == pytest.approx(displayed["gray_mean"]["mse_ab"])
+    assert "network output" in ev.format_table(result)
+
+
+def test_evaluate_records_scores_the_network_output(small_records):
+    from koala_utils.model import build_model
+
+    records, _ = small_records
+    model = build_model()
+    kernel, _ = model.get_layer("decoder_ab").get_weights()
+    model.get_layer("decoder_ab").set_weights([np.zeros_like(kernel), np.array([3.0, -3.0], np.float32)])
+    result = ev.evaluate_records(model, records, limit=3)
+    constant = np.array([np.tanh(3.0), -np.tanh(3.0)])  # the network's ab everywhere
+    expected = np.mean([np.mean((constant - ev.scaled_ab(t)) ** 2) for t in result["images"]["truth"]])
+    assert result["mse_ab_of"] == "network output"
+    assert result["mean"]["mse_ab"] == pytest.approx(expected, rel=1e-5)
