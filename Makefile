@@ -11,7 +11,7 @@ TF_EXTRA ?= tf-cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: install demo test lint unit notebooks bench strip clean
+.PHONY: install demo test lint unit notebooks e2e bench strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ unit: $(STAMP)
 
 notebooks: $(STAMP)
 	KOALA_QUICK=1 $(PY) -m pytest --nbval-lax notebooks -q -p no:cacheprovider
+
+## e2e: notebooks 01, 05 and 06 in a real JupyterLab, clicked through in headless Chromium (installs Chromium and
+## Playwright if missing; E2E_HEADED=1 shows the browser); screenshots in outputs/e2e/
+e2e: $(STAMP)
+	bash tests/e2e/install.sh $(PY)
+	KOALA_QUICK=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
 ## bench: the four CPU benchmarks, one table (see README, Performance)
 bench: $(STAMP)

@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KOALA_DATA", ROOT.parent / "shared" / "data"))
 BUNDLED = ROOT / "data" / "historical"
+collect_ignore = ["e2e"]  # the browser tests run with `make e2e` (pytest tests/e2e), not with `pytest tests`
 
 
 def require(path):
