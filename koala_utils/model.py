@@ -48,7 +48,31 @@ def _conv(filters, name, dtype, strides=1, activation="relu", kernel=3):
     )
 
 
-def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization"):
+@keras.saving.register_keras_serializable(package="koala")
+class AbBins(layers.Layer):
+    """The classification head's last layer: passes the logits through and carries the ab bins and prior.
+
+    ``bins`` (Q, 2) in Lab units and ``prior`` (Q,) are non-trainable weights, so a saved model decodes
+    with exactly the bins it was trained with (see :mod:`koala_utils.classification`).
+    """
+
+    def __init__(self, num_bins, **kwargs):
+        super().__init__(**kwargs)
+        self.num_bins = int(num_bins)
+
+    def build(self, input_shape):
+        self.bins = self.add_weight(shape=(self.num_bins, 2), initializer="zeros", trainable=False, name="bins")
+        self.prior = self.add_weight(shape=(self.num_bins,), initializer="zeros", trainable=False, name="prior")
+
+    def call(self, logits):
+        return logits
+
+    def get_config(self):
+        return {**super().get_config(), "num_bins": self.num_bins}
+
+
+def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", head="regression", bins=None,
+                prior=None):
     """Build the colorization network.
 
     Parameters
@@ -57,15 +81,29 @@ def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization"):
         Width of the backbone embedding (1000 for both backbones).
     dtype_policy : str or None
         ``None`` (float32), ``"mixed_bfloat16"`` (CPU) or ``"mixed_float16"``
-        (GPU). The tanh output layer and the last upsampling stay float32.
+        (GPU). The output layers stay float32.
     name : str
+    head : {"regression", "classification"}
+        ``"regression"``: the paper's 2-channel tanh conv and final ×2
+        upsampling (Table 1). ``"classification"``: everything up to
+        ``decoder_4`` is the same; a 1×1 conv gives Q logits over ab bins at
+        H/2 (Zhang et al.). Its final ×2 upsampling is applied to the decoded
+        ab by :class:`Predictor`: with the paper's nearest-neighbour upsampling
+        that is exactly the same as upsampling the logits, at 1/Q the memory.
+    bins, prior : ndarray, shape (Q, 2) and (Q,), optional
+        Classification head only: the ab bins (default
+        :func:`koala_utils.classification.ab_bins`) and their prior, stored
+        in the model.
 
     Returns
     -------
     keras.Model
-        Inputs ``{"l": (None, None, None, 1), "embedding": (None, embed_dim)}``,
-        output ``(None, None, None, 2)`` float32 in [-1, 1].
+        Inputs ``{"l": (None, None, None, 1), "embedding": (None, embed_dim)}``.
+        Regression: output ``(None, None, None, 2)`` float32 in [-1, 1];
+        classification: logits ``(None, None, None, Q)`` float32 at H/2.
     """
+    if head not in ("regression", "classification"):
+        raise ValueError(f"head must be 'regression' or 'classification', got {head!r}")
     dtype = dtype_policy
     l_input = keras.Input((None, None, 1), name="l")
     embedding = keras.Input((embed_dim,), name="embedding")
@@ -83,22 +121,34 @@ def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization"):
     x = _conv(64, "decoder_3", dtype)(x)
     x = layers.UpSampling2D(2, name="decoder_up_2", dtype=dtype)(x)
     x = _conv(32, "decoder_4", dtype)(x)
+    if head == "classification":
+        from .classification import ab_bins
+
+        bins = ab_bins() if bins is None else np.asarray(bins, np.float32)
+        logits = _conv(len(bins), "decoder_logits", "float32", activation=None, kernel=1)(x)
+        carrier = AbBins(len(bins), name="ab_bins", dtype="float32")
+        out = carrier(logits)
+        carrier.bins.assign(bins)
+        carrier.prior.assign(np.full(len(bins), 1 / len(bins), np.float32) if prior is None else prior)
+        return keras.Model({"l": l_input, "embedding": embedding}, out, name=name)
     # The output stays float32 under mixed precision; the authors upsample after the tanh.
     x = _conv(2, "decoder_ab", "float32", activation="tanh")(x)
     ab = layers.UpSampling2D(2, name="decoder_up_3", dtype="float32")(x)
     return keras.Model({"l": l_input, "embedding": embedding}, ab, name=name)
 
 
-def compile_model(model, learning_rate=1e-3, loss_scaling=False):
+def compile_model(model, learning_rate=1e-3, loss_scaling=False, loss="mse"):
     """Compile with the paper's Adam (lr 1e-3) and MSE on scaled ab.
 
     ``loss_scaling`` wraps Adam in a ``LossScaleOptimizer``, as float16
-    training needs.
+    training needs. ``loss`` may be a Keras loss object instead (the
+    classification head's :class:`koala_utils.rebalanced_loss.RebalancedCrossEntropy`);
+    ``learning_rate`` may be a schedule.
     """
     optimizer = keras.optimizers.Adam(learning_rate)
     if loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss="mse")
+    model.compile(optimizer=optimizer, loss=loss)
     return model
 
 
@@ -141,8 +191,12 @@ class Predictor:
     input shape.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, temperature=None):
+        from .classification import TEMPERATURE, is_classification, model_bins
+
         self.model = model
+        self.bins = model_bins(model) if is_classification(model) else None
+        self.temperature = TEMPERATURE if temperature is None else float(temperature)
 
     def __call__(self, l_scaled, embedding):
         """Predict scaled ab for a batch.
@@ -161,9 +215,14 @@ class Predictor:
         h, w = l_scaled.shape[1], l_scaled.shape[2]
         padded = pad_to_multiple(l_scaled, value=None)
         out = self.model.predict_on_batch({"l": padded, "embedding": np.asarray(embedding, np.float32)})
-        return np.asarray(ops.convert_to_numpy(out), dtype=np.float32)[:, :h, :w, :]
+        out = np.asarray(ops.convert_to_numpy(out), dtype=np.float32)
+        if self.bins is not None:  # logits at H/2: decode, then the final nearest-neighbour x2 upsampling
+            from .classification import annealed_mean
+
+            out = annealed_mean(out, self.temperature, self.bins).repeat(2, axis=1).repeat(2, axis=2)
+        return out[:, :h, :w, :]
 
 
-def predict_ab(model, l_scaled, embedding):
+def predict_ab(model, l_scaled, embedding, temperature=None):
     """Predict scaled ab for any H×W (see :class:`Predictor`)."""
-    return Predictor(model)(l_scaled, embedding)
+    return Predictor(model, temperature)(l_scaled, embedding)

@@ -237,11 +237,47 @@ def _callbacks(run_dir, backup_every_steps, tensorboard, nan_guard, write_dir=No
     return callbacks
 
 
-def _build(embed_dim, policy, learning_rate, initial_model):
-    model = build_model(embed_dim, dtype_policy=policy)
+LOSSES = ("mse", "classification")
+
+
+def _classification_setup(records_dir):
+    """Bins, the prior of the training photos, and the rebalanced loss for ``loss="classification"``."""
+    from .classification import ab_bins, rebalancing_weights
+    from .rebalanced_loss import RebalancedCrossEntropy, prior_from_records
+
+    bins = ab_bins()
+    prior = prior_from_records(records_dir, bins)
+    return bins, prior, RebalancedCrossEntropy(bins, rebalancing_weights(prior))
+
+
+def copy_matching_weights(source, target):
+    """Copy the weights of every layer that both models have, by name and shape (e.g. the trunk of an MSE
+    model into a classification model). Returns the names of the layers copied."""
+    copied = []
+    for layer in target.layers:
+        try:
+            other = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        mine, theirs = layer.get_weights(), other.get_weights()
+        if mine and len(mine) == len(theirs) and all(a.shape == b.shape for a, b in zip(mine, theirs, strict=True)):
+            layer.set_weights(theirs)
+            copied.append(layer.name)
+    return copied
+
+
+def _build(embed_dim, policy, learning_rate, initial_model, loss="mse", records_dir=None):
+    if loss == "classification":
+        bins, prior, loss_fn = _classification_setup(records_dir)
+        model = build_model(embed_dim, dtype_policy=policy, head="classification", bins=bins, prior=prior)
+    else:
+        model, loss_fn = build_model(embed_dim, dtype_policy=policy), "mse"
     if initial_model is not None:
-        model.set_weights(initial_model.get_weights())
-    return compile_model(model, learning_rate, loss_scaling=policy == "mixed_float16")
+        if initial_model.output_shape[-1] == model.output_shape[-1]:
+            model.set_weights(initial_model.get_weights())
+        else:
+            copy_matching_weights(initial_model, model)
+    return compile_model(model, learning_rate, loss_scaling=policy == "mixed_float16", loss=loss_fn)
 
 
 def train(
@@ -266,6 +302,8 @@ def train(
     embedding_dropout=0.0,
     min_crop=0.75,
     deterministic=False,
+    loss="mse",
+    lr_decay=False,
 ):
     """Train the colorization network on prepared records.
 
@@ -319,6 +357,14 @@ def train(
         whole process; TensorFlow backend), which makes the data pipeline's
         parallel map keep its order: two runs with the same ``seed`` on the
         same machine then give bit-identical losses. Slower input pipeline.
+    loss : {"mse", "classification"}
+        ``"mse"``: the paper's head and loss. ``"classification"``: the
+        classification head with the rebalanced cross-entropy of Zhang et al.
+        (:mod:`koala_utils.rebalanced_loss`); the ab prior is estimated on
+        ``records_dir``'s training photos and stored in the model.
+    lr_decay : bool
+        Cosine decay of the learning rate over this call's steps, down to
+        a tenth of ``learning_rate``.
 
     Returns
     -------
@@ -343,6 +389,8 @@ def train(
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     policy = resolve_policy(mixed_precision)
     manifest = data.read_manifest(records_dir)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -364,6 +412,8 @@ def train(
         "replicas": replicas,
         "seed": seed,
         "deterministic": deterministic,
+        "loss": loss,
+        "lr_decay": lr_decay,
     }
     (write_dir / "config.json").write_text(json.dumps(config, indent=1))
 
@@ -378,12 +428,15 @@ def train(
         val_manifest = data.read_manifest(val_records_dir) if val_records_dir else manifest
         val_count = val_manifest["counts"]["val"]
         validation_steps = max(1, math.ceil(val_count / global_batch))
+    if lr_decay:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps_per_epoch * epochs, alpha=0.1)
+    build_args = (manifest["embed_dim"], policy, learning_rate, initial_model, loss, records_dir)
     if strategy is not None:
         with strategy.scope():
-            model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
+            model = _build(*build_args)
             distribute.fit_workarounds(model, strategy)
     else:
-        model = _build(manifest["embed_dim"], policy, learning_rate, initial_model)
+        model = _build(*build_args)
     nan_guard = StopOnNaN()
     if write_dir == run_dir:
         trim_log(run_dir)

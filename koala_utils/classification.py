@@ -1,0 +1,167 @@
+"""Colour as classification (Zhang et al., ECCV 2016): ab bins, soft encoding, class rebalancing, annealed mean.
+
+An MSE head predicts the mean of every plausible colour, which is brownish gray. The classification head instead
+predicts a distribution over Q bins of the ab plane; training uses a cross-entropy against soft-encoded targets,
+reweighted so that rare saturated colours count as much as common dull ones; decoding takes the *annealed mean*
+of the distribution, a knob between the mean (T = 1, muted) and the mode (T -> 0, vivid).
+
+The bins are computed from the sRGB gamut here (nothing downloaded); a trained model carries its own bins and
+prior in an :class:`AbBins` layer, so a ``.keras`` file or shipped weights decode without recomputing them.
+The decoding functions are numpy-only so that the onnxruntime engine can use them without Keras.
+"""
+
+import functools
+
+import numpy as np
+
+GRID = 10.0  # ab cell side, Lab units (Zhang et al.)
+AB_SCALE = 127.0  # the network's ab targets are ab / 127
+SIGMA = 5.0  # soft encoding and prior smoothing, Lab units
+NEIGHBOURS = 5
+LAMBDA = 0.5
+TEMPERATURE = 0.38
+
+
+@functools.cache
+def ab_bins(grid=GRID):
+    """Centres of the ab cells that some sRGB colour falls into.
+
+    The rule: every one of the 256**3 8-bit sRGB colours is converted to CIE Lab (D65) with scikit-image; the
+    cell of a colour is its ab rounded to the nearest multiple of ``grid``; the bins are the centres of the
+    cells that hold at least one colour. So every sRGB colour lies within half a cell diagonal of a bin, and
+    every bin is reached by some colour. 261 bins for ``grid = 10`` (Zhang et al. report 313 with an
+    unpublished rule). Takes a few seconds; cached per process.
+
+    Returns
+    -------
+    bins : ndarray of float32, shape (Q, 2)
+        a and b of each bin centre in Lab units, sorted by a then b.
+    """
+    from skimage.color import rgb2lab
+
+    half = int(np.ceil(130 / grid))
+    occupied = np.zeros((2 * half + 1, 2 * half + 1), dtype=bool)
+    levels = np.arange(256)
+    for red in range(0, 256, 16):
+        cube = np.stack(np.meshgrid(np.arange(red, red + 16), levels, levels, indexing="ij"), axis=-1)
+        lab = rgb2lab(cube.reshape(-1, 1, 3) / 255.0).reshape(-1, 3)
+        cells = np.round(lab[:, 1:] / grid).astype(int) + half
+        occupied[cells[:, 0], cells[:, 1]] = True
+    a_idx, b_idx = np.nonzero(occupied)
+    return (np.stack([a_idx, b_idx], axis=-1) - half).astype(np.float32) * grid
+
+
+def nearest_bin(ab, bins):
+    """Index of the nearest bin of each ab pair.
+
+    Parameters
+    ----------
+    ab : ndarray of float, shape (..., 2), Lab units
+    bins : ndarray of float, shape (Q, 2)
+
+    Returns
+    -------
+    ndarray of int64, shape (...)
+    """
+    ab = np.asarray(ab, dtype=np.float32)
+    flat = ab.reshape(-1, 2)
+    out = np.empty(len(flat), dtype=np.int64)
+    for start in range(0, len(flat), 65536):  # bounded memory: 65536 x Q distances at a time
+        d2 = ((flat[start : start + 65536, None, :] - bins[None]) ** 2).sum(-1)
+        out[start : start + 65536] = d2.argmin(-1)
+    return out.reshape(ab.shape[:-1])
+
+
+def soft_encode(ab, bins, sigma=SIGMA, neighbours=NEIGHBOURS):
+    """Spread each ab over its nearest bins with a Gaussian (numpy reference; the loss does the same in Keras).
+
+    Parameters
+    ----------
+    ab : ndarray of float, shape (..., 2), Lab units
+    bins : ndarray, shape (Q, 2)
+
+    Returns
+    -------
+    ndarray of float32, shape (..., Q)
+        Non-negative, summing to 1 over the last axis; non-zero on ``neighbours`` bins only.
+    """
+    flat = np.asarray(ab, dtype=np.float32).reshape(-1, 2)
+    d2 = ((flat[:, None, :] - bins[None]) ** 2).sum(-1)
+    idx = np.argsort(d2, axis=-1)[:, :neighbours]
+    near = np.take_along_axis(d2, idx, axis=-1)
+    w = np.exp(-(near - near[:, :1]) / (2 * sigma**2))  # shifted by the nearest distance: no underflow
+    out = np.zeros_like(d2)
+    np.put_along_axis(out, idx, w / w.sum(-1, keepdims=True), axis=-1)
+    return out.reshape(*np.shape(ab)[:-1], len(bins))
+
+
+def estimate_prior(ab_pixels, bins, sigma=SIGMA):
+    """Empirical distribution of ab over the bins, smoothed with a Gaussian across bins.
+
+    Parameters
+    ----------
+    ab_pixels : ndarray of float, shape (N, 2), Lab units
+        Pixels of the training photos.
+    bins : ndarray, shape (Q, 2)
+
+    Returns
+    -------
+    prior : ndarray of float64, shape (Q,), summing to 1, every entry > 0
+    """
+    counts = np.bincount(nearest_bin(ab_pixels, bins).ravel(), minlength=len(bins)).astype(np.float64)
+    d2 = ((bins[:, None, :] - bins[None]) ** 2).sum(-1)
+    smoothed = np.exp(-d2 / (2 * sigma**2)) @ (counts / counts.sum())
+    smoothed = np.maximum(smoothed, 1e-12)
+    return smoothed / smoothed.sum()
+
+
+def rebalancing_weights(prior, lam=LAMBDA):
+    """Per-bin loss weights ``((1 - lam) * p + lam / Q) ** -1``, scaled so that ``sum(p * w) == 1``.
+
+    Returns
+    -------
+    ndarray of float32, shape (Q,)
+    """
+    prior = np.asarray(prior, dtype=np.float64)
+    w = 1.0 / ((1 - lam) * prior + lam / len(prior))
+    return (w / (prior * w).sum()).astype(np.float32)
+
+
+def annealed_mean(logits, temperature=TEMPERATURE, bins=None):
+    """Decode logits to ab: ``sum_q softmax(z / T)_q * bin_q``, scaled by 1/127.
+
+    T = 1 gives the distribution's mean (muted, close to an MSE model); smaller T moves toward the mode (more
+    vivid; patchy as T -> 0). Numpy only.
+
+    Parameters
+    ----------
+    logits : array, shape (..., Q)
+    temperature : float > 0
+    bins : ndarray, shape (Q, 2), optional
+        Default :func:`ab_bins` (pass the model's own, see :func:`model_bins`).
+
+    Returns
+    -------
+    ndarray of float32, shape (..., 2)
+        ab / 127, in about [-1, 1].
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    bins = ab_bins() if bins is None else np.asarray(bins, dtype=np.float32)
+    z = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    return (p @ bins / AB_SCALE).astype(np.float32)
+
+
+def is_classification(model):
+    """True when a Keras model has the classification head (more than 2 output channels)."""
+    return model.output_shape[-1] != 2
+
+
+def model_bins(model):
+    """The bins a classification model was trained with, from its :class:`AbBins` layer ((Q, 2) float32)."""
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(model.get_layer("ab_bins").bins), dtype=np.float32)

@@ -1,0 +1,160 @@
+"""The classification head (issue 10): bins, soft encoding, rebalancing, annealed mean, loss, save/load, learning."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from skimage.color import rgb2lab
+
+from koala_utils import classification as cls
+from koala_utils.model import Predictor, build_model, load_model
+from koala_utils.rebalanced_loss import RebalancedCrossEntropy
+
+HALF_DIAGONAL = cls.GRID * np.sqrt(2) / 2
+
+
+@pytest.fixture(scope="module")
+def bins():
+    return cls.ab_bins()
+
+
+@pytest.fixture(scope="module")
+def srgb_lab():
+    """Lab of the RGB cube's surface (where the gamut's extreme chromas lie) and 300,000 random interior colours."""
+    levels = np.arange(256)
+    a, b = np.meshgrid(levels, levels, indexing="ij")
+    faces = []
+    for axis in range(3):
+        for value in (0, 255):
+            face = np.empty((256, 256, 3), dtype=np.int64)
+            face[..., axis] = value
+            others = [k for k in range(3) if k != axis]
+            face[..., others[0]], face[..., others[1]] = a, b
+            faces.append(face.reshape(-1, 3))
+    interior = np.random.default_rng(0).integers(0, 256, (300_000, 3))
+    rgb = np.concatenate(faces + [interior]) / 255.0
+    return rgb2lab(rgb.reshape(-1, 1, 3)).reshape(-1, 3)
+
+
+def test_bins_cover_the_srgb_gamut(bins, srgb_lab):
+    assert 230 <= len(bins) <= 320
+    assert np.all(bins % cls.GRID == 0)
+    nearest = cls.nearest_bin(srgb_lab[:, 1:], bins)
+    distance = np.linalg.norm(srgb_lab[:, 1:] - bins[nearest], axis=-1)
+    assert distance.max() <= HALF_DIAGONAL + 1e-6
+
+
+def test_every_bin_is_reached_by_an_srgb_colour(bins, srgb_lab):
+    cells = np.round(srgb_lab[:, 1:] / cls.GRID) * cls.GRID
+    reached = {tuple(c) for c in cells}
+    unreached = [tuple(b) for b in bins if tuple(b) not in reached]
+    assert not unreached, f"bins no sampled sRGB colour falls into: {unreached}"
+
+
+def test_soft_encoding_sums_to_one_and_peaks_at_the_nearest_bin(bins):
+    ab = np.random.default_rng(1).uniform(-60, 60, (500, 2)).astype(np.float32)
+    soft = cls.soft_encode(ab, bins)
+    assert soft.shape == (500, len(bins))
+    assert np.allclose(soft.sum(-1), 1, atol=1e-5)
+    assert np.all((soft > 0).sum(-1) == cls.NEIGHBOURS)
+    assert np.array_equal(soft.argmax(-1), cls.nearest_bin(ab, bins))
+
+
+def test_rebalancing_weights_have_expectation_one_and_favour_rare_bins(bins):
+    prior = cls.estimate_prior(np.random.default_rng(2).normal(0, 15, (20_000, 2)), bins)
+    assert np.isclose(prior.sum(), 1) and np.all(prior > 0)
+    weights = cls.rebalancing_weights(prior)
+    assert np.isclose((prior * weights).sum(), 1, atol=1e-5)
+    assert weights[prior.argmin()] > weights[prior.argmax()]
+    assert np.allclose(cls.rebalancing_weights(prior, lam=1.0), 1.0)  # lambda 1: no rebalancing
+
+
+def test_annealed_mean_is_the_softmax_mean_at_t1_and_the_mode_as_t_shrinks(bins):
+    logits = np.random.default_rng(3).normal(0, 2, (10, len(bins))).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert np.allclose(cls.annealed_mean(logits, 1.0, bins), p @ bins / 127, atol=1e-5)
+    logits[np.arange(10), logits.argmax(-1)] += 0.5  # a clear mode (no near ties)
+    mode = bins[logits.argmax(-1)] / 127
+    assert np.allclose(cls.annealed_mean(logits, 0.01, bins), mode, atol=1e-3)
+    assert np.abs(cls.annealed_mean(logits, 0.38, bins)).mean() > np.abs(cls.annealed_mean(logits, 1.0, bins)).mean()
+    with pytest.raises(ValueError):
+        cls.annealed_mean(logits, 0.0, bins)
+
+
+def test_loss_matches_the_numpy_soft_encoding(bins):
+    rng = np.random.default_rng(4)
+    ab = rng.uniform(-50, 50, (2, 8, 8, 2)).astype(np.float32)
+    logits = rng.normal(0, 1, (2, 4, 4, len(bins))).astype(np.float32)
+    weights = rng.uniform(0.5, 2, len(bins)).astype(np.float32)
+    loss = RebalancedCrossEntropy(bins, weights, reduction=None)
+    got = keras.ops.convert_to_numpy(loss(ab / 127, logits))
+    pooled = ab.reshape(2, 4, 2, 4, 2, 2).mean(axis=(2, 4))
+    soft = cls.soft_encode(pooled, bins)
+    log_p = logits - logits.max(-1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(-1, keepdims=True))
+    expected = -(soft * log_p).sum(-1) * weights[cls.nearest_bin(pooled, bins)]
+    assert got.shape == (2, 4, 4)
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_classification_head_keeps_the_trunk_and_saves_with_safe_mode(tmp_path, bins):
+    paper = build_model()
+    vivid = build_model(head="classification")
+    trunk = [layer.name for layer in paper.layers if layer.name.startswith(("encoder", "fusion", "decoder_"))]
+    assert all(vivid.get_layer(n).get_config()["name"] == n for n in trunk if n not in ("decoder_ab", "decoder_up_3"))
+    assert vivid.output_shape == (None, None, None, len(bins))
+    x, e = np.random.default_rng(5).uniform(-1, 1, (1, 40, 24, 1)), np.random.default_rng(6).normal(0, 1, (1, 1000))
+    out = Predictor(vivid)(x, e)
+    assert out.shape == (1, 40, 24, 2)
+    vivid.save(tmp_path / "vivid.keras")
+    loaded = load_model(tmp_path / "vivid.keras")
+    assert np.array_equal(cls.model_bins(loaded), bins)
+    assert np.allclose(Predictor(loaded)(x, e), out, atol=1e-6)
+
+
+JAX_SCRIPT = """
+import sys, numpy as np, keras
+from koala_utils.model import Predictor, build_model, load_model
+assert keras.backend.backend() == "jax"
+m = load_model(sys.argv[1] + "/tf.keras")
+x, e = np.load(sys.argv[1] + "/x.npy"), np.load(sys.argv[1] + "/e.npy")
+np.save(sys.argv[1] + "/jax_out.npy", Predictor(m, 0.2)(x, e))
+"""
+
+
+def test_classification_head_runs_and_loads_on_jax(tmp_path):
+    model = build_model(head="classification")
+    x = np.random.default_rng(7).uniform(-1, 1, (1, 32, 48, 1)).astype(np.float32)
+    e = np.random.default_rng(8).normal(0, 1, (1, 1000)).astype(np.float32)
+    model.save(tmp_path / "tf.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "e.npy", e)
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path)], check=True, env=env, timeout=300)
+    assert np.allclose(np.load(tmp_path / "jax_out.npy"), Predictor(model, 0.2)(x, e), atol=1e-4)
+
+
+def test_tiny_classification_training_on_real_photos_gives_colour(small_records, tmp_path):
+    """A short run on real photos: predictions more colourful than gray and closer to the truth than at start."""
+    from koala_utils import data, evaluate
+    from koala_utils.color import lab_scaled_to_rgb, lightness, scale_l
+    from koala_utils.train import train
+
+    records, _ = small_records
+    arrays = data.load_arrays(records, "train", limit=8)
+    l_scaled = scale_l(lightness(arrays["rgb"]))[..., None].astype(np.float32)
+    truth_ab = data.lab_batch(arrays["rgb"].astype(np.float32) / 255.0)[1].numpy()
+
+    keras.utils.set_random_seed(0)
+    start = Predictor(build_model(head="classification"))(l_scaled, arrays["embedding"])
+    model, history = train(records, tmp_path / "run", epochs=12, batch_size=4, image_size=64,
+                           loss="classification", tensorboard=False, verbose=0, augment=False)
+    assert history["loss"][-1] < history["loss"][0]
+    pred = Predictor(model, 0.38)(l_scaled, arrays["embedding"])
+    assert np.mean((pred - truth_ab) ** 2) < np.mean((start - truth_ab) ** 2)
+    rgb = [lab_scaled_to_rgb(lv, ab) for lv, ab in zip(l_scaled, pred, strict=True)]
+    gray = [lab_scaled_to_rgb(lv, np.zeros_like(ab)) for lv, ab in zip(l_scaled, pred, strict=True)]
+    assert np.mean([evaluate.colorfulness(x) for x in rgb]) > np.mean([evaluate.colorfulness(x) for x in gray]) + 5
