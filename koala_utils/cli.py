@@ -135,8 +135,38 @@ def cmd_evaluate(args):
     return EXIT_OK
 
 
+def _colorize_engine(args):
+    """(model, backbone) on the engine ``--engine`` picks: onnxruntime or Keras (see koala_utils.engine)."""
+    from . import engine
+
+    if engine.choose(getattr(args, "engine", "auto"), args.model) == "onnx":
+        model, backbone = engine.load_onnx(args.model)
+        print(f"model: {model.path} (onnx engine)", file=sys.stderr)
+        return model, backbone
+    try:
+        from .backbones import get_backbone
+
+        model, backbone_name = _load_model_arg(args.model)
+    except ImportError as exc:
+        raise ImportError(f"the keras engine needs Keras and TensorFlow (pip install 'koalarization[tf-cpu]'): {exc}") \
+            from exc
+    return model, get_backbone(backbone_name)
+
+
+def cmd_export(args):
+    from .onnx_export import export
+
+    try:
+        model, backbone = _load_model_arg(args.model)
+        out, backbone_file = export(model, args.out, backbone=backbone, float16=args.float16, overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(f"wrote {out} and {backbone_file} (run with: koala colorize PHOTOS -o OUT --model {out})")
+    return EXIT_OK
+
+
 def cmd_colorize(args):
-    from .backbones import get_backbone
     from .colorize import colorize_files
     from .images import list_images
 
@@ -153,11 +183,11 @@ def cmd_colorize(args):
         _err("no input images")
         return EXIT_USAGE
     try:
-        model, backbone_name = _load_model_arg(args.model)
-    except (FileNotFoundError, ValueError) as exc:
+        model, backbone = _colorize_engine(args)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         _err(str(exc))
         return EXIT_USAGE
-    report = colorize_files(paths, args.output, model, get_backbone(backbone_name), args.size, args.overwrite)
+    report = colorize_files(paths, args.output, model, backbone, args.size, args.overwrite)
     print(f"colorized {len(report['written'])} of {len(paths)} into {args.output}")
     failed = report["failed"] + empty
     if failed:
@@ -216,7 +246,16 @@ def build_parser():
     p.add_argument("--model", default=None, help="a .keras file or run folder (default: the shipped model)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+    p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],
+                   help="onnx: onnxruntime, no TensorFlow; auto (default): onnx when the model has an ONNX file")
     p.set_defaults(func=cmd_colorize)
+
+    p = sub.add_parser("export", help="write a model and its backbone as ONNX files")
+    p.add_argument("model", help="'pretrained', a shipped model's name, a .keras file or a run folder")
+    p.add_argument("out", help="the colorizer's .onnx file; the backbone goes beside it as <backbone>.onnx")
+    p.add_argument("--float16", action="store_true", help="store the weights as float16 (half the size)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

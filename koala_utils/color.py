@@ -15,7 +15,6 @@ The network sees ``L`` scaled with ``2 * L / 100 - 1`` and predicts ``ab / 127``
 import warnings
 
 import numpy as np
-from skimage import color as _skcolor
 
 # D65 reference white (2 degree observer), as in scikit-image.
 D65_WHITE = (0.95047, 1.0, 1.08883)
@@ -54,7 +53,9 @@ def rgb_to_lab(rgb):
     lab : ndarray of float64, shape (..., H, W, 3)
         L in [0, 100], a and b roughly in [-128, 127].
     """
-    return _skcolor.rgb2lab(_as_float_rgb(rgb))
+    from skimage import color as skcolor  # here, so that the onnx engine's light install needs no scikit-image
+
+    return skcolor.rgb2lab(_as_float_rgb(rgb))
 
 
 def lab_to_rgb(lab):
@@ -70,10 +71,12 @@ def lab_to_rgb(lab):
     rgb : ndarray of float64, shape (..., H, W, 3)
         Values in [0, 1] (out-of-gamut colours are clipped).
     """
+    from skimage import color as skcolor
+
     with warnings.catch_warnings():
         # Predicted colours can leave the sRGB gamut; clipping them is the intended behaviour.
         warnings.filterwarnings("ignore", message=".*negative Z values.*", category=UserWarning)
-        rgb = _skcolor.lab2rgb(np.asarray(lab, dtype=np.float64))
+        rgb = skcolor.lab2rgb(np.asarray(lab, dtype=np.float64))
     return np.clip(rgb, 0.0, 1.0)
 
 

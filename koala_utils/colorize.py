@@ -15,7 +15,6 @@ import numpy as np
 from PIL import Image
 
 from . import color, images
-from .model import Predictor
 
 OUTPUT_SUFFIX = "_colorized"
 BILINEAR = Image.Resampling.BILINEAR
@@ -30,16 +29,31 @@ def upsample_ab(ab, height, width):
     return np.stack(channels, axis=-1)
 
 
-def predict_small_ab(gray, model, backbone, size=224):
+def _predictor(model, temperature=None):
+    """The ab predictor of a model: an ONNX engine model brings its own; a Keras one gets a Predictor.
+
+    Keras is imported here only, so that the onnx engine runs without it. ``temperature`` is the
+    annealed-mean knob of a classification ("vivid") model; a regression model ignores it.
+    """
+    if hasattr(model, "onnx_predictor"):
+        return model.onnx_predictor(temperature)
+    from .model import Predictor
+
+    return Predictor(model, temperature)  # Keras keeps the compiled function on the model
+
+
+def predict_small_ab(gray, model, backbone, size=224, temperature=None):
     """Run backbone and network on a gray photo at ``size``; ab for the photo.
 
     Parameters
     ----------
     gray : ndarray of uint8, shape (H, W)
-    model : keras.Model
-    backbone : backbones.Backbone
+    model : keras.Model or engine.OnnxColorizer
+    backbone : backbones.Backbone or engine.OnnxBackbone
     size : int
         Network input side (a multiple of 8; 224 as in training).
+    temperature : float, optional
+        See :func:`colorize`.
 
     Returns
     -------
@@ -57,13 +71,13 @@ def predict_small_ab(gray, model, backbone, size=224):
     embedding = backbone.embed([padded if same_square else gray])
     mid = time.perf_counter()
     l_scaled = color.scale_l(color.lightness(images.gray_to_rgb(padded)))[None, ..., None]
-    ab_scaled = Predictor(model)(l_scaled, embedding)[0]  # Keras keeps the compiled function on the model
+    ab_scaled = _predictor(model, temperature)(l_scaled, embedding)[0]
     end = time.perf_counter()
     ab = color.unscale_ab(ab_scaled[top : top + h, left : left + w])
     return ab, {"backbone": mid - start, "network": end - mid}
 
 
-def colorize(image, model, backbone, size=224, return_timings=False):
+def colorize(image, model, backbone, size=224, return_timings=False, temperature=None):
     """Colorize one photo at its full resolution.
 
     Parameters
@@ -79,6 +93,12 @@ def colorize(image, model, backbone, size=224, return_timings=False):
         Network input side.
     return_timings : bool
         Also return seconds per stage: load, backbone, network, merge.
+    temperature : float, optional
+        Only for a classification ("vivid") model: the annealed-mean
+        temperature T, default 0.38. T = 1 decodes the predicted colour
+        distribution's mean (muted, like the MSE model); lower T moves toward
+        its mode: more saturated colour, patchier as T -> 0 (measured in
+        MODEL_CARD.md). Ignored by the paper's regression model.
 
     Returns
     -------
@@ -91,7 +111,7 @@ def colorize(image, model, backbone, size=224, return_timings=False):
     # images.to_gray and color.lightness in one pass (and a shortcut for black-and-white photos).
     gray, full_l = color.gray_and_lightness(rgb)
     loaded = time.perf_counter()
-    ab, timings = predict_small_ab(gray, model, backbone, size)
+    ab, timings = predict_small_ab(gray, model, backbone, size, temperature)
     merge_start = time.perf_counter()
     ab_full = upsample_ab(ab, gray.shape[0], gray.shape[1])
     out = color.lab_to_rgb_fast(full_l, ab_full)
@@ -110,7 +130,7 @@ def _save_png(rgb, path):
     tmp.replace(path)
 
 
-def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, log=print):
+def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, log=print, temperature=None):
     """Colorize many files; go on past bad ones and report them.
 
     Never writes over an input file, never over an existing output unless
@@ -122,7 +142,7 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
     paths : iterable of path
     out_dir : path
         Created if missing.
-    model, backbone, size
+    model, backbone, size, temperature
         See :func:`colorize`.
     overwrite : bool
         Replace outputs that already exist (inputs are never replaced).
@@ -149,7 +169,7 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
                 raise FileExistsError(f"{target}: output name already taken by {claimed[target.resolve()]}")
             if target.exists() and not overwrite:
                 raise FileExistsError(f"{target}: output exists (use --overwrite to replace it)")
-            _save_png(colorize(path, model, backbone, size), target)
+            _save_png(colorize(path, model, backbone, size, temperature=temperature), target)
         except (OSError, ValueError) as exc:
             reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             failed.append((str(path), reason))

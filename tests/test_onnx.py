@@ -1,0 +1,181 @@
+"""The ONNX files and the onnxruntime engine: parity with Keras on real photos, no TensorFlow needed, bad files named.
+
+Parity (issue 15): between the engines, max |delta ab| <= 1.0 Lab unit and PSNR >= 45 dB between the RGB
+outputs, on the 16 bundled historical photos and 50 ImageNet-val photos, for every shipped model (at several
+temperatures for a classification head).
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from koala_utils import colorize, engine, images
+from koala_utils.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+HISTORICAL = ROOT / "data" / "historical" / "photos"
+VAL = Path(os.environ.get("KOALA_DATA", ROOT.parent / "shared" / "data")) / "imagenet_val_1300"
+TEMPERATURES = (0.2, 0.38, 1.0)
+MAX_AB, MIN_PSNR = 1.0, 45.0
+# Importing any of these fails in the subprocess, as in the light install (`koalarization[colorize]`).
+BLOCKED = ("tensorflow", "keras", "jax", "skimage", "h5py", "matplotlib")
+
+
+def parity_photos():
+    historical = sorted(HISTORICAL.iterdir())
+    val = sorted(VAL.glob("*.JPEG"))[:50]
+    assert len(historical) == 16 and len(val) == 50, f"photos missing: {HISTORICAL}, {VAL}"
+    return historical + val
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+class AtTemperature:
+    """A model that colorize.predict_small_ab decodes at a given temperature, on either engine."""
+
+    def __init__(self, model, temperature):
+        self.model, self.temperature = model, temperature
+
+    def onnx_predictor(self):
+        if hasattr(self.model, "onnx_predictor"):
+            return self.model.onnx_predictor(self.temperature)
+        from koala_utils.model import Predictor
+
+        return Predictor(self.model) if self.temperature is None else Predictor(self.model, self.temperature)
+
+
+@pytest.mark.parametrize("name", list(engine.shipped_models()))
+def test_onnx_engine_matches_keras_on_real_photos(name):
+    onnx_model, onnx_backbone = engine.load_onnx(name)
+    keras_model, keras_backbone = engine.load_keras(name)
+    temperatures = TEMPERATURES if onnx_model.head == "classification" else (None,)
+    worst_ab, worst_psnr = 0.0, float("inf")
+    for photo in parity_photos():
+        gray = images.to_gray(images.load_image(photo))
+        for temperature in temperatures:
+            ab_keras = colorize.predict_small_ab(gray, AtTemperature(keras_model, temperature), keras_backbone)[0]
+            ab_onnx = colorize.predict_small_ab(gray, AtTemperature(onnx_model, temperature), onnx_backbone)[0]
+            worst_ab = max(worst_ab, float(np.abs(ab_keras - ab_onnx).max()))
+        # The RGB outputs at full resolution, through the public function, at the default temperature.
+        rgb_keras = colorize.colorize(photo, keras_model, keras_backbone)
+        rgb_onnx = engine.colorize(photo, name, engine="onnx")
+        assert rgb_onnx.shape == rgb_keras.shape
+        worst_psnr = min(worst_psnr, psnr(rgb_keras, rgb_onnx))
+    print(f"{name}: max |delta ab| {worst_ab:.4f}, min PSNR {worst_psnr:.1f} dB")
+    assert worst_ab <= MAX_AB
+    assert worst_psnr >= MIN_PSNR
+
+
+def test_committed_onnx_files_are_what_the_script_builds(tmp_path):
+    spec = importlib.util.spec_from_file_location("export_onnx", ROOT / "scripts" / "export_onnx.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    written = script.rebuild_committed(tmp_path)
+    assert {p.name for p in written} >= {f"{name}.onnx" for name in engine.shipped_models()}
+    for path in written:
+        committed = engine.pretrained.PRETRAINED_DIR / path.name
+        assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: python scripts/export_onnx.py"
+
+
+def _run_without_tensorflow(tmp_path, *args):
+    shim = tmp_path / "shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(
+        "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in BLOCKED)
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+    return subprocess.run([sys.executable, "-m", "koala_utils.cli", *map(str, args)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_colorizes_with_tensorflow_and_keras_unimportable(tmp_path):
+    photo = HISTORICAL / "einstein_1921_schmutzer.jpg"
+    result = _run_without_tensorflow(tmp_path, "colorize", photo, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "onnx engine" in result.stderr
+    written = tmp_path / "out" / "einstein_1921_schmutzer_colorized.png"
+    with Image.open(written) as img:
+        rgb = np.asarray(img.convert("RGB"))
+    assert rgb.shape[:2] == images.load_image(photo).shape[:2]
+    assert np.array_equal(rgb, engine.colorize(photo, engine="onnx"))  # the same pixels as in this process
+    assert np.abs(rgb.astype(int) - rgb.mean(axis=-1, keepdims=True)).max() > 10  # it has colour
+    # The shim does block them: the Keras engine cannot start there, and says why.
+    result = _run_without_tensorflow(tmp_path, "colorize", photo, "-o", tmp_path / "out2", "--engine", "keras")
+    assert result.returncode == 2
+    assert "the keras engine needs Keras and TensorFlow" in result.stderr
+
+
+def test_a_corrupt_onnx_file_is_named_once(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(engine.shipped_onnx_path(engine.default_model_name()).read_bytes()[:5000])
+    with pytest.raises(engine.OnnxModelError, match="broken.onnx"):
+        engine.load_onnx(bad)
+    result = _run_without_tensorflow(tmp_path, "colorize", HISTORICAL / "buffalo_bank_1908.jpg", "-o",
+                                     tmp_path / "out", "--model", bad)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(bad) in errors[0], result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_mismatched_backbone_file_is_named(tmp_path):
+    colorizer = engine.shipped_onnx_path(engine.default_model_name()).read_bytes()
+    (tmp_path / "mine.onnx").write_bytes(colorizer)
+    (tmp_path / "efficientnet_lite0.onnx").write_bytes(colorizer)  # a colorizer where the backbone belongs
+    with pytest.raises(engine.OnnxModelError, match="efficientnet_lite0.onnx.*not a Koalarization backbone"):
+        engine.load_onnx(tmp_path / "mine.onnx")
+
+
+def test_an_onnx_file_from_other_weights_is_refused(tmp_path):
+    other = tmp_path / "other.weights.h5"
+    other.write_bytes(b"not the weights the ONNX file was built from")
+    path = engine.shipped_onnx_path(engine.default_model_name())
+    with pytest.raises(engine.OnnxModelError, match=f"{path.name}.*stale"):
+        engine.OnnxColorizer(path, source=other)
+    engine.OnnxColorizer(path, source=engine.shipped_models()[engine.default_model_name()])  # the right ones pass
+
+
+def test_a_foreign_onnx_file_is_named(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), str(path))
+    with pytest.raises(engine.OnnxModelError, match="identity.onnx.*not a Koalarization colorizer"):
+        engine.OnnxColorizer(path)
+
+
+def test_engine_choice():
+    assert engine.choose("auto", None) == "onnx"  # onnxruntime is installed and the shipped model has its file
+    assert engine.choose("keras", None) == "keras"
+    assert engine.choose("auto", "runs/mine") == "keras"  # no ONNX file for a run folder
+    with pytest.raises(FileNotFoundError, match="no ONNX file"):
+        engine.choose("onnx", "runs/mine")
+    with pytest.raises(ValueError, match="unknown engine"):
+        engine.choose("tflite", None)
+
+
+def test_koala_export_writes_files_that_colorize_like_keras(tmp_path, capsys):
+    out = tmp_path / "mine.onnx"
+    assert main(["export", "pretrained", str(out)]) == 0
+    assert (tmp_path / "efficientnet_lite0.onnx").is_file()
+    photo = HISTORICAL / "migrant_mother_nipomo_1936.jpg"
+    keras_model, keras_backbone = engine.load_keras(None)
+    expected = colorize.colorize(photo, keras_model, keras_backbone)
+    assert psnr(engine.colorize(photo, out), expected) >= MIN_PSNR
+    # An existing file is not replaced without --overwrite, and the error names it.
+    capsys.readouterr()
+    assert main(["export", "pretrained", str(out)]) == 2
+    assert str(out) in capsys.readouterr().err
