@@ -1,8 +1,14 @@
-"""The trained model shipped inside the package, loaded without network.
+"""The trained models shipped inside the package, loaded without network.
 
-The weights live in ``koala_utils/pretrained/`` as float16 arrays in an HDF5
-file (plain arrays, nothing executable), with a JSON card of how they were
-trained. See MODEL_CARD.md at the repository's root.
+Two models, both the paper's network (Table 1) on the EfficientNet-Lite0 backbone, trained on the same photos:
+
+- ``"paper"``: the paper's MSE head and loss; accurate, muted colours;
+- ``"vivid"``: the classification head with class rebalancing (Zhang et al., 2016), decoded with the annealed
+  mean; more colourful (see :mod:`koala_utils.classification`).
+
+The weights live in ``koala_utils/pretrained/<name>.weights.h5`` as float16 arrays in an HDF5 file (plain arrays,
+nothing executable), with a JSON card ``<name>.json`` of how they were trained. See MODEL_CARD.md at the
+repository's root.
 """
 
 import json
@@ -11,25 +17,47 @@ from pathlib import Path
 import numpy as np
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-WEIGHTS = PRETRAINED_DIR / "koalarization_lite0.weights.h5"
-CARD = PRETRAINED_DIR / "koalarization_lite0.json"
+NAMES = ("paper", "vivid")
+DEFAULT = "paper"
 NOTEBOOK_MODEL = Path("outputs") / "03_model.keras"
 
 
-def available():
-    """True when the shipped weights file is present."""
-    return WEIGHTS.is_file() and CARD.is_file()
+def weights_path(name=None):
+    """Path of a shipped model's weights file (``name`` in :data:`NAMES`, default :data:`DEFAULT`)."""
+    return PRETRAINED_DIR / f"{_check(name)}.weights.h5"
 
 
-def info():
-    """The shipped model's card (a dict): backbone, data, steps, metrics."""
-    if not CARD.is_file():
-        raise FileNotFoundError(f"{CARD}: no shipped model card")
-    return json.loads(CARD.read_text())
+def card_path(name=None):
+    """Path of a shipped model's JSON card."""
+    return PRETRAINED_DIR / f"{_check(name)}.json"
+
+
+def _check(name):
+    name = DEFAULT if name is None else name
+    if name not in NAMES:
+        raise ValueError(f"unknown shipped model {name!r}: choose one of {', '.join(NAMES)}")
+    return name
+
+
+WEIGHTS = weights_path()
+CARD = card_path()
+
+
+def available(name=None):
+    """True when the shipped model's weights and card are present."""
+    return weights_path(name).is_file() and card_path(name).is_file()
+
+
+def info(name=None):
+    """A shipped model's card (a dict): backbone, head, data, training phases, metrics."""
+    path = card_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no shipped model card")
+    return json.loads(path.read_text())
 
 
 def export(model, card, weights_path=WEIGHTS, card_path=CARD):
-    """Write a model's weights as float16 HDF5 arrays, and its card as JSON."""
+    """Write a model's weights as float16 HDF5 arrays (bins and prior in float32), and its card as JSON."""
     import h5py
 
     weights_path, card_path = Path(weights_path), Path(card_path)
@@ -37,20 +65,27 @@ def export(model, card, weights_path=WEIGHTS, card_path=CARD):
     tmp = weights_path.with_name(weights_path.name + ".tmp")
     with h5py.File(tmp, "w") as fh:
         for i, w in enumerate(model.weights):
-            fh.create_dataset(f"{i:03d}", data=np.asarray(w.numpy(), dtype=np.float16))
+            keep = w.path.startswith("ab_bins/")  # bin centres must stay exact
+            fh.create_dataset(f"{i:03d}", data=np.asarray(w.numpy(), dtype=np.float32 if keep else np.float16))
             fh[f"{i:03d}"].attrs["name"] = w.path
     tmp.replace(weights_path)
-    card_path.write_text(json.dumps(card, indent=1))
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=1))
+    tmp.replace(card_path)
     return weights_path
 
 
-def load(return_info=False, weights_path=WEIGHTS, card_path=CARD):
-    """Build the network and load the shipped weights (float32 in memory).
+def load(name=None, return_info=False, weights_path=None, card_path=None):
+    """Build the network and load a shipped model's weights (float32 in memory).
 
     Parameters
     ----------
+    name : {"paper", "vivid"}, optional
+        Default :data:`DEFAULT`.
     return_info : bool
         Also return the model card as a dict.
+    weights_path, card_path : path, optional
+        Other files in the same format (default: the shipped ones of ``name``).
 
     Returns
     -------
@@ -60,21 +95,28 @@ def load(return_info=False, weights_path=WEIGHTS, card_path=CARD):
     Raises
     ------
     FileNotFoundError
-        The package was installed without its weights file.
+        The package was installed without this weights file.
+    ValueError
+        The file does not hold the arrays this network needs (the message names it).
     """
     import h5py
 
     from .model import build_model
 
-    weights_path, card_path = Path(weights_path), Path(card_path)
+    weights_path = Path(weights_path) if weights_path else globals()["weights_path"](name)
+    card_path = Path(card_path) if card_path else globals()["card_path"](name)
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path}: the shipped model is missing from this installation")
     card = json.loads(Path(card_path).read_text())
-    model = build_model(card.get("embed_dim", 1000))
+    head = card.get("head", "regression")
+    bins = np.zeros((card["num_bins"], 2), np.float32) if head == "classification" else None
+    model = build_model(card.get("embed_dim", 1000), head=head, bins=bins)
     with h5py.File(weights_path, "r") as fh:
         arrays = [np.asarray(fh[key], dtype=np.float32) for key in sorted(fh.keys())]
-    if len(arrays) != len(model.weights):
-        raise ValueError(f"{weights_path}: holds {len(arrays)} arrays, the model needs {len(model.weights)}")
+    shapes = [tuple(w.shape) for w in model.weights]
+    if [a.shape for a in arrays] != shapes:
+        raise ValueError(f"{weights_path}: holds {len(arrays)} arrays that do not fit the {head} network's "
+                         f"{len(model.weights)} weights")
     model.set_weights(arrays)
     return (model, card) if return_info else model
 

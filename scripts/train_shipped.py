@@ -1,12 +1,19 @@
-"""Train the model shipped in koala_utils/pretrained/ (issue 4), on this CPU, offline.
+"""Train, resume and export the shipped models (`paper`, `vivid`) phase by phase, on this CPU, offline.
 
-Phase 1 trains at 128 px (the net is fully convolutional, so this is ~3x cheaper),
-phase 2 fine-tunes at the paper's 224 px. Both phases resume after interruption:
-re-run the same command. Training data: ../shared/data/imagenet_sample_1000 minus
-its gray photos; validation: ../shared/data/imagenet_val_1300 (never trained on).
+A phase is one call of koala_utils.train.train into runs/<model>_<phase>: it starts from the shipped weights
+(`--init shipped`, the default: the last exported phase), from a checkpoint, or from nothing, and stops after
+`--epochs` epochs or when `--minutes` run out (at an epoch's end). Re-running the same command resumes an
+interrupted phase. `--export` writes a phase's best checkpoint as the shipped float16 weights and appends the phase
+(data, steps, learning rate, size, wall time, validation loss) to the model's card, so the card holds every phase
+of every session.
 
-    python scripts/train_shipped.py --tag reg      # the shipped model's recipe (the defaults)
-    python scripts/train_shipped.py --tag reg --export runs/reg_224/best.keras   # float16 weights + card
+    # records of the training photos (scripts/training_photos.py), 4 % held out to select checkpoints and settings
+    koala prepare ../photos ../records/photos50k --val-fraction 0.04
+    python scripts/train_shipped.py --model paper --phase s2p1 --records ../records/photos50k --size 128 \\
+        --lr 3e-4 --minutes 60
+    python scripts/train_shipped.py --model vivid --phase s2p1 --records ../records/photos50k --size 128 \\
+        --lr 5e-4 --minutes 60 --init paper      # the vivid head starts from the paper model's trunk
+    python scripts/train_shipped.py --model paper --phase s2p1 --export
 """
 
 import argparse
@@ -15,103 +22,154 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 
 
-def training_photos():
-    folder = DATA / "imagenet_sample_1000"
-    gray = set((folder / "GRAYSCALE_FILES.txt").read_text().split())
-    return [p for p in sorted(folder.glob("*.JPEG")) if p.name not in gray]
+class TimeBudget:
+    """A Keras callback factory: stop at an epoch's end when the next epoch would overrun ``minutes``."""
+
+    @staticmethod
+    def make(minutes):
+        import keras
+
+        class _Budget(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.start = self.last = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                now = time.time()
+                if now + (now - self.last) > self.start + 60 * minutes:
+                    print(f"time budget of {minutes} min reached: stopping after epoch {epoch + 1}")
+                    self.model.stop_training = True
+                self.last = now
+
+        return _Budget()
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs-128", type=int, default=30)
-    parser.add_argument("--epochs-224", type=int, default=4)
-    parser.add_argument("--lr-224", type=float, default=3e-4, help="fine-tuning learning rate at 224 px")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--records", default=str(ROOT / "records"))
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
-    parser.add_argument("--embedding-dropout", type=float, default=0.5, help="augmentation, see data.load")
-    parser.add_argument("--min-crop", type=float, default=0.5, help="smallest random crop side, see data.load")
-    parser.add_argument("--tag", default="shipped", help="run folders are runs/<tag>_128 and runs/<tag>_224")
-    parser.add_argument("--export", default=None, help="export this .keras checkpoint as the shipped model, and stop")
-    args = parser.parse_args()
-    if args.export:
-        return export(Path(args.export), Path(args.runs), Path(args.records), args.tag)
-
-    from koala_utils import data
+def _initial_model(init, model_name):
+    from koala_utils import pretrained
     from koala_utils.model import load_model
+
+    if init in (None, "none"):
+        return None
+    if init == "shipped":
+        init = model_name if pretrained.available(model_name) else "paper"
+    if init in pretrained.NAMES:
+        return pretrained.load(init)
+    return load_model(init)
+
+
+def run_phase(args):
     from koala_utils.train import train
 
-    records = Path(args.records)
-    train_dir, val_dir = records / "imagenet_sample_1000", records / "imagenet_val_1300"
-    data.prepare(training_photos(), train_dir, val_fraction=0.0)
-    val_photos = sorted((DATA / "imagenet_val_1300").glob("*.JPEG"))
-    data.prepare(val_photos, val_dir, val_fraction=1.0)
-
-    runs = Path(args.runs)
-    common = dict(batch_size=args.batch_size, mixed_precision="bf16", val_records_dir=val_dir, verbose=2,
-                  embedding_dropout=args.embedding_dropout, min_crop=args.min_crop)
+    run_dir = Path(args.runs) / f"{args.model}_{args.phase}"
+    loss = "classification" if args.model == "vivid" else "mse"
+    callbacks = [TimeBudget.make(args.minutes)] if args.minutes else []
     start = time.time()
-    train(train_dir, runs / f"{args.tag}_128", epochs=args.epochs_128, image_size=128, validation_steps=10, **common)
-    phase1 = time.time() - start
-    best_128 = load_model(runs / f"{args.tag}_128" / "best.keras")
-    train(train_dir, runs / f"{args.tag}_224", epochs=args.epochs_224, image_size=224, validation_steps=10,
-          initial_model=best_128, learning_rate=args.lr_224, **common)
-    summary = {"phase1_s": phase1, "total_s": time.time() - start}
-    (runs / f"{args.tag}_timing.json").write_text(json.dumps(summary))
-    print(summary)
+    train(args.records, run_dir, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+          mixed_precision="bf16", image_size=args.size, steps_per_epoch=args.steps_per_epoch,
+          validation_steps=args.validation_steps, embedding_dropout=args.embedding_dropout, min_crop=args.min_crop,
+          initial_model=_initial_model(args.init, args.model), loss=loss, lr_decay=args.lr_decay, verbose=2,
+          backup_every_steps=50, callbacks=callbacks)
+    timing = run_dir / "wall_time.json"
+    spent = time.time() - start + (json.loads(timing.read_text())["seconds"] if timing.exists() else 0)
+    timing.write_text(json.dumps({"seconds": spent, "init": args.init}))
 
 
-def _config(run_dir):
-    path = run_dir / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _relative(path):
+    path = Path(path).resolve()
+    for base in (ROOT, ROOT.parent):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return path.name
 
 
-def export(checkpoint, runs, records, tag):
-    """Write the checkpoint as float16 weights + card, after checking float16 keeps its predictions."""
+def export(args):
+    """Write runs/<model>_<phase>/best.keras as the shipped model; append the phase to its card."""
     import platform
 
     import numpy as np
 
     from koala_utils import data, pretrained
+    from koala_utils.color import lightness, scale_l
     from koala_utils.model import Predictor, load_model
     from koala_utils.train import read_history
 
+    run_dir = Path(args.runs) / f"{args.model}_{args.phase}"
+    checkpoint = run_dir / "best.keras"
     model = load_model(checkpoint)
-    timing = runs / f"{tag}_timing.json"
-    history_128, history_224 = read_history(runs / f"{tag}_128"), read_history(runs / f"{tag}_224")
-    epochs = f"{len(history_128.get('epoch', []))} epochs at 128 px"
-    if history_224:
-        epochs += f" + {len(history_224['epoch'])} at 224 px"
-    card = {
-        "summary": f"EfficientNet-Lite0 backbone, 975 ImageNet photos, best checkpoint of {epochs} "
-        f"({checkpoint.parent.name}), CPU",
-        "backbone": "efficientnet_lite0",
-        "embed_dim": 1000,
-        "checkpoint": str(checkpoint.relative_to(ROOT)) if checkpoint.is_relative_to(ROOT) else str(checkpoint),
-        "train_data": "../shared/data/imagenet_sample_1000 minus its 25 gray photos (975)",
-        "val_data": "../shared/data/imagenet_val_1300 (never trained on)",
-        "config_128": _config(runs / f"{tag}_128"),
-        "config_224": _config(runs / f"{tag}_224"),
-        "history_128": history_128,
-        "history_224": history_224,
-        "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, no GPU",
-        "timing": json.loads(timing.read_text()) if timing.exists() else {},
+    config = json.loads((run_dir / "config.json").read_text())
+    history = read_history(run_dir)
+    timing = json.loads((run_dir / "wall_time.json").read_text()) if (run_dir / "wall_time.json").exists() else {}
+    manifest = data.read_manifest(config["records_dir"])
+    card = pretrained.info(args.model) if pretrained.available(args.model) else {}
+    phase = {
+        "phase": args.phase,
+        "run": _relative(run_dir),
+        "init": timing.get("init"),
+        "records": _relative(config["records_dir"]),
+        "train_photos": manifest["counts"]["train"],
+        "val_photos_for_selection": manifest["counts"]["val"],
+        "image_size": config["image_size"],
+        "batch_size": config["batch_size"],
+        "learning_rate": config["learning_rate"],
+        "lr_decay": config.get("lr_decay", False),
+        "embedding_dropout": config["embedding_dropout"],
+        "min_crop": config["min_crop"],
+        "epochs": len(history.get("epoch", [])),
+        "steps_per_epoch": args.steps_per_epoch,
+        "wall_time_min": round(timing.get("seconds", 0) / 60, 1),
+        "history": history,
+        "best_val_loss": min(history.get("val_loss", [float("nan")])),
+        "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, no GPU, shared with other jobs",
     }
-    pretrained.export(model, card)
-    shipped = pretrained.load()
-    arrays = data.load_arrays(records / "imagenet_val_1300", "val", limit=32)
-    from koala_utils.color import lightness, scale_l
-
+    phases = [p for p in card.get("phases", []) if p.get("phase") != args.phase] + [phase]
+    head = "classification" if args.model == "vivid" else "regression"
+    card = {
+        "name": args.model,
+        "summary": args.summary or card.get("summary", ""),
+        "backbone": config["backbone"],
+        "embed_dim": config["embed_dim"],
+        "head": head,
+        "train_data": "data/training_manifest.csv (scripts/training_photos.py); checkpoints and settings "
+        "chosen on the records' held-out 4 %, never on imagenet_val_1300",
+        **({"num_bins": int(model.output_shape[-1]), "temperature": 0.38} if head == "classification" else {}),
+        "phases": phases,
+        "earlier": card.get("earlier", card.get("history_128") and {"summary": card.get("summary")}),
+    }
+    pretrained.export(model, card, pretrained.weights_path(args.model), pretrained.card_path(args.model))
+    shipped = pretrained.load(args.model)
+    arrays = data.load_arrays(config["records_dir"], "val", limit=32)
     l_scaled = scale_l(lightness(arrays["rgb"]))[..., None]
-    full, half = Predictor(model)(l_scaled, arrays["embedding"]), Predictor(shipped)(l_scaled, arrays["embedding"])
-    drift = float(np.abs(full - half).max() * 127)
-    card["float16_max_ab_drift"] = drift
-    pretrained.CARD.write_text(json.dumps(card, indent=1))
-    size = pretrained.WEIGHTS.stat().st_size / 1e6
-    print(f"exported {checkpoint} -> {pretrained.WEIGHTS} ({size:.1f} MB); float16 vs float32: max |Δab| {drift:.3f}")
+    full = Predictor(model)(l_scaled, arrays["embedding"])
+    half = Predictor(shipped)(l_scaled, arrays["embedding"])
+    card["float16_max_ab_drift"] = float(np.abs(full - half).max() * 127)
+    pretrained.card_path(args.model).write_text(json.dumps(card, indent=1))
+    size = pretrained.weights_path(args.model).stat().st_size / 1e6
+    print(f"exported {checkpoint} -> {pretrained.weights_path(args.model)} ({size:.1f} MB); "
+          f"float16 vs float32: max |Δab| {card['float16_max_ab_drift']:.3f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=["paper", "vivid"])
+    parser.add_argument("--phase", required=True, help="phase name; the run folder is runs/<model>_<phase>")
+    parser.add_argument("--records", default=str(ROOT.parent / "records" / "photos50k"))
+    parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--size", type=int, default=128, help="training side in pixels (multiple of 8)")
+    parser.add_argument("--epochs", type=int, default=100, help="at most this many epochs")
+    parser.add_argument("--steps-per-epoch", type=int, default=150, help="steps between validations/checkpoints")
+    parser.add_argument("--validation-steps", type=int, default=16, help="validation batches (held-out photos)")
+    parser.add_argument("--minutes", type=float, default=None, help="stop at the epoch's end that would overrun")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr-decay", action="store_true", help="cosine decay over the phase's epochs")
+    parser.add_argument("--embedding-dropout", type=float, default=0.2)
+    parser.add_argument("--min-crop", type=float, default=0.6)
+    parser.add_argument("--init", default="shipped", help="shipped | paper | vivid | none | a .keras file")
+    parser.add_argument("--export", action="store_true", help="export this phase's best checkpoint, and stop")
+    parser.add_argument("--summary", default=None, help="with --export: the card's one-line summary")
+    args = parser.parse_args(argv)
+    return export(args) if args.export else run_phase(args)
 
 
 if __name__ == "__main__":
