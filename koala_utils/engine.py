@@ -43,20 +43,25 @@ def onnxruntime_available():
 
 
 def shipped_models():
-    """The shipped models: ``{name: Keras weights file}`` (names from ``pretrained.NAMES`` when it exists)."""
+    """The shipped models whose Keras weights are present: ``{name: weights file}``.
+
+    Names from ``pretrained.NAMES`` when it exists, else the single shipped model.
+    """
     names = getattr(pretrained, "NAMES", None)
     if not names:
         return {pretrained.WEIGHTS.name.replace(".weights.h5", ""): pretrained.WEIGHTS}
-    return {name: pretrained.PRETRAINED_DIR / f"{name}.weights.h5" for name in names}
+    files = {name: pretrained.PRETRAINED_DIR / f"{name}.weights.h5" for name in names}
+    return {name: path for name, path in files.items() if path.is_file()}
 
 
 def default_model_name():
     """The name of the model ``pretrained.load()`` gives."""
+    default = getattr(pretrained, "DEFAULT", None)
+    if default is None:
+        parameter = inspect.signature(pretrained.load).parameters.get("name")
+        default = None if parameter is None else parameter.default
     models = shipped_models()
-    parameter = inspect.signature(pretrained.load).parameters.get("name")
-    if parameter is not None and parameter.default in models:
-        return parameter.default
-    return next(iter(models))
+    return default if default in models or not models else next(iter(models))
 
 
 def shipped_onnx_path(name):

@@ -1,6 +1,7 @@
 """Build the shipped models' ONNX files from the committed Keras weights.
 
     python scripts/export_onnx.py            # every shipped model, float16 where parity holds (measured)
+                                             # (and removes ONNX files of models that no longer ship)
     python scripts/export_onnx.py --check    # rebuild into a temporary folder, compare with the committed files
 
 Writes ``koala_utils/pretrained/<name>.onnx`` for each shipped model and the
@@ -150,9 +151,15 @@ def main(argv=None):
                      if (pretrained.PRETRAINED_DIR / path.name).read_bytes() != path.read_bytes()]
         print("stale: " + ", ".join(stale) if stale else "the committed ONNX files match the Keras weights")
         return 1 if stale else 0
+    written = set()
     for name in engine.shipped_models():
         for path in measure_and_build(name, args.out, args.tolerance):
             print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+            written.add(path.name)
+    for old in sorted(Path(args.out).glob("*.onnx")):
+        if old.name not in written:  # a model that no longer ships
+            old.unlink()
+            print(f"removed {old} (no shipped model of that name)")
     return 0
 
 

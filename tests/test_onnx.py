@@ -80,7 +80,8 @@ def test_committed_onnx_files_are_what_the_script_builds(tmp_path):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     written = script.rebuild_committed(tmp_path)
-    assert {p.name for p in written} >= {f"{name}.onnx" for name in engine.shipped_models()}
+    committed_files = {p.name for p in engine.pretrained.PRETRAINED_DIR.glob("*.onnx")}
+    assert {p.name for p in written} == committed_files >= {f"{name}.onnx" for name in engine.shipped_models()}
     for path in written:
         committed = engine.pretrained.PRETRAINED_DIR / path.name
         assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: python scripts/export_onnx.py"
