@@ -198,7 +198,7 @@ class Predictor:
         self.bins = model_bins(model) if is_classification(model) else None
         self.temperature = TEMPERATURE if temperature is None else float(temperature)
 
-    def __call__(self, l_scaled, embedding):
+    def __call__(self, l_scaled, embedding, temperature=None):
         """Predict scaled ab for a batch.
 
         Parameters
@@ -206,21 +206,31 @@ class Predictor:
         l_scaled : ndarray of float32, shape (N, H, W, 1), in [-1, 1]
             Any H and W: they are padded to a multiple of 8 and cropped back.
         embedding : ndarray of float32, shape (N, D)
+        temperature : float, optional
+            Classification head only; default: the one given at construction.
 
         Returns
         -------
         ab : ndarray of float32, shape (N, H, W, 2), in [-1, 1]
         """
-        l_scaled = np.asarray(l_scaled, dtype=np.float32)
-        h, w = l_scaled.shape[1], l_scaled.shape[2]
-        padded = pad_to_multiple(l_scaled, value=None)
+        h, w = np.shape(l_scaled)[1], np.shape(l_scaled)[2]
+        return self.decode(self.raw(l_scaled, embedding), h, w, temperature)
+
+    def raw(self, l_scaled, embedding):
+        """The network's own output for a batch: scaled ab, or the logits (N, H'/2, W'/2, Q) of the padded size."""
+        padded = pad_to_multiple(np.asarray(l_scaled, dtype=np.float32), value=None)
         out = self.model.predict_on_batch({"l": padded, "embedding": np.asarray(embedding, np.float32)})
-        out = np.asarray(ops.convert_to_numpy(out), dtype=np.float32)
-        if self.bins is not None:  # logits at H/2: decode, then the final nearest-neighbour x2 upsampling
+        return np.asarray(ops.convert_to_numpy(out), dtype=np.float32)
+
+    def decode(self, raw, h, w, temperature=None):
+        """Scaled ab (N, h, w, 2) from :meth:`raw`'s output: annealed mean and the final ×2 upsampling for a
+        classification model (nearest neighbour, as the paper's last layer), then the crop to h×w."""
+        if self.bins is not None:
             from .classification import annealed_mean
 
-            out = annealed_mean(out, self.temperature, self.bins).repeat(2, axis=1).repeat(2, axis=2)
-        return out[:, :h, :w, :]
+            t = self.temperature if temperature is None else float(temperature)
+            raw = annealed_mean(raw, t, self.bins).repeat(2, axis=1).repeat(2, axis=2)
+        return raw[:, :h, :w, :]
 
 
 def predict_ab(model, l_scaled, embedding, temperature=None):
