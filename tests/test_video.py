@@ -1,0 +1,192 @@
+"""Video: reading and writing (frames, size, rate, audio), the metrics, the coherent mode, bad input."""
+
+import av
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from koala_utils import evaluate, historical, pretrained, video, video_io
+from koala_utils.video_metrics import TemporalMetrics, js_divergence, measure
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pretrained.load()
+
+
+def _audio_seconds(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return float(stream.duration * stream.time_base)
+
+
+def test_round_trip_keeps_frames_size_rate_and_audio(model, lite0, tmp_path):
+    source = video_io.sample_clip("bigbuckbunny")  # 1280x720, 25 fps, 5.1 AAC
+    out = tmp_path / "bunny.mp4"
+    report = video.colorize_video(source, out, model, lite0, max_frames=12, progress=False)
+    info = video_io.probe(out)
+    assert (info.width, info.height, info.fps, info.frames) == (1280, 720, 25, 12)
+    assert report["frames"] == 12 and info.has_audio
+    assert abs(_audio_seconds(out) - 12 / 25) < 0.05  # the audio is cut where the video ends
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio[0].codec_context.channels == 6
+    frames = list(video_io.read_frames(out))
+    assert len(frames) == 12 and frames[0].shape == (720, 1280, 3)
+    assert not list(tmp_path.glob(".*tmp*")), "the temporary file must be renamed away"
+
+
+def test_folder_of_numbered_frames_is_read_in_number_order(tmp_path):
+    photo = skimage.data.astronaut()[:64, :96]
+    for number in (10, 2, 1):  # 'frame_10' sorts before 'frame_2' as text
+        cv2.imwrite(str(tmp_path / f"frame_{number}.png"), np.full_like(photo, number)[..., ::-1])
+    assert [f[0, 0, 0] for f in video_io.read_frames(tmp_path)] == [1, 2, 10]
+    assert video_io.probe(tmp_path, fps=12).fps == 12
+
+
+def _shifted_clip(frames=6, step=(2, 3)):
+    """Crops of a real photo moving by a known integer step: frame t+1 is frame t shifted by -step."""
+    photo = skimage.data.astronaut()
+    dy, dx = step
+    return [photo[100 + t * dy : 260 + t * dy, 100 + t * dx : 300 + t * dx].copy() for t in range(frames)]
+
+
+def _known_flows(shape, step, count):
+    """The exact (forward, backward) flows of :func:`_shifted_clip`."""
+    forward = np.empty((*shape, 2), np.float32)
+    forward[..., 0], forward[..., 1] = -step[1], -step[0]
+    return [(forward, -forward)] * count
+
+
+def test_warping_error_of_a_translated_clip():
+    clip = _shifted_clip()
+    guides = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip]
+    # The same content moving: no warping error, with the estimated flow as with the exact one.
+    assert measure(clip, guides)["warping_error"] < 2e-4
+    flows = _known_flows(clip[0].shape[:2], (2, 3), len(clip))
+    assert measure(clip, guides, flows=flows)["warping_error"] < 1e-6
+    # Every other frame 20 levels redder: each pair differs by 20/255 on one channel of three.
+    flicker = [f.astype(np.int16) for f in clip]
+    for f in flicker[1::2]:
+        f[..., 0] += 20
+    flicker = [np.clip(f, 0, 255).astype(np.uint8) for f in flicker]
+    exact = measure(flicker, guides, flows=flows)["warping_error"]
+    assert exact == pytest.approx((20 / 255) ** 2 / 3, rel=0.05)  # a few red values clip at 255
+    assert measure(flicker, guides)["warping_error"] == pytest.approx(exact, rel=0.1)
+
+
+def test_cdc_is_zero_for_a_still_clip_and_grows_with_colour_change():
+    photo = skimage.data.coffee()
+    assert measure([photo] * 5)["cdc"] == 0
+    tinted = [np.clip(photo.astype(int) + (t % 2) * 30, 0, 255).astype(np.uint8) for t in range(5)]
+    hists = [np.stack([np.bincount(f[..., c].ravel(), minlength=256) / f[..., c].size for c in range(3)])
+             for f in tinted[:2]]
+    # Frames t and t+1 differ, t and t+2 or t+4 do not: the mean over d in (1, 2, 4) is a third of d=1's.
+    assert measure(tinted)["cdc"] == pytest.approx(js_divergence(*hists).mean() / 3)
+    assert measure(tinted)["cdc"] > 0.05
+    disjoint = js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0]))
+    assert disjoint == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def pan_results(model, lite0):
+    """A zooming pan over a real colour photo (a Prokudin-Gorskii plate), colorized both ways."""
+    plate = historical.load_plate(historical.plate_paths()[3])
+    truth = list(video.pan_clip(plate, frames=24, size=(144, 256), zoom=1.4))
+    meter = TemporalMetrics(["truth", "gray", "per-frame", "coherent"])
+    outputs = {name: list(video.colorize_frames(truth, model, lite0, settings))
+               for name, settings in (("per-frame", video.Settings.per_frame()), ("coherent", video.Settings()))}
+    psnrs = {name: np.mean([evaluate.psnr(o, t) for o, t in zip(frames, truth, strict=True)])
+             for name, frames in outputs.items()}
+    for t, frame in enumerate(truth):
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        meter.update(gray, {"truth": frame, "gray": np.repeat(gray[..., None], 3, axis=-1),
+                            **{name: frames[t] for name, frames in outputs.items()}})
+    return meter.result(), psnrs
+
+
+def test_coherent_mode_reduces_flicker_on_a_pan(pan_results):
+    metrics, psnrs = pan_results
+    floor = metrics["gray"]["warping_error"]  # what the shared L alone costs
+    excess = {name: metrics[name]["warping_error"] - floor for name in ("per-frame", "coherent")}
+    assert excess["coherent"] < 0.8 * excess["per-frame"], excess
+    assert metrics["coherent"]["cdc"] < metrics["per-frame"]["cdc"], metrics
+    assert abs(psnrs["coherent"] - psnrs["per-frame"]) < 0.2, psnrs
+
+
+def test_cut_detection_on_real_photos():
+    plates = [historical.load_plate(p) for p in historical.plate_paths()[:2]]
+    clip = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for p in plates for f in video.pan_clip(p, 24, (126, 224), zoom=1.3)]
+    distances = [video.histogram_distance(a, b) for a, b in zip(clip[:-1], clip[1:], strict=True)]
+    cuts = [i + 1 for i, d in enumerate(distances) if d > video.Settings().cut_threshold]
+    assert cuts == [24], distances
+
+
+def test_truncated_file_fails_naming_it_and_writes_nothing(model, lite0, tmp_path):
+    data = video_io.sample_clip("bikes").read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out.mp4"
+    with pytest.raises(video_io.VideoError, match="broken.mp4"):
+        video.colorize_video(broken, out, model, lite0, progress=False)
+    assert list(tmp_path.iterdir()) == [broken]
+
+
+def test_file_cut_after_its_index_fails_after_some_frames(model, lite0, tmp_path):
+    """A 'fast start' MP4 (index first) cut in half decodes without error, only fewer frames."""
+    source = video_io.sample_clip("bikes")
+    whole = tmp_path / "faststart.mp4"
+    with av.open(str(source)) as inp, av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    target = tmp_path / "out.mp4"
+    with pytest.raises(video_io.VideoError, match="cut.mp4: truncated"):
+        video.colorize_video(cut, target, model, lite0, progress=False)
+    assert not target.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_no_video_stream_and_no_frames(model, lite0, tmp_path):
+    audio = tmp_path / "audio.m4a"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 48000
+        for i in range(5):
+            frame.pts = i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with pytest.raises(video_io.VideoError, match="audio.m4a: holds no video stream"):
+        video.colorize_video(audio, tmp_path / "a.mp4", model, lite0, progress=False)
+    empty = tmp_path / "frames"
+    empty.mkdir()
+    with pytest.raises(video_io.VideoError, match="frames: folder holds no frames"):
+        video.colorize_video(empty, tmp_path / "b.mp4", model, lite0, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio.m4a", "frames"]
+
+
+def test_existing_output_is_kept(model, lite0, tmp_path):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="out.mp4"):
+        video.colorize_video(video_io.sample_clip("carphone_pristine"), out, model, lite0, progress=False)
+    assert out.read_bytes() == b"mine"
+
+
+def test_cli_colorize_video(tmp_path, capsys):
+    from koala_utils import cli
+
+    out = tmp_path / "clip.mp4"
+    source = video_io.sample_clip("carphone_pristine")
+    assert cli.main(["colorize-video", str(source), "-o", str(out), "--max-frames", "10", "--quiet"]) == cli.EXIT_OK
+    assert video_io.probe(out).frames == 10 and "coherent mode" in capsys.readouterr().out
+    assert cli.main(["colorize-video", str(source), "-o", str(out), "--quiet"]) == cli.EXIT_USAGE  # exists
+    assert "clip.mp4: output exists" in capsys.readouterr().err and video_io.probe(out).frames == 10
+    missing = tmp_path / "nope.mp4"
+    assert cli.main(["colorize-video", str(missing), "-o", str(tmp_path)]) == cli.EXIT_USAGE
+    assert "nope.mp4" in capsys.readouterr().err
