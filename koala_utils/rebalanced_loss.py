@@ -68,7 +68,8 @@ def prior_from_records(records_dir, bins, photos=2000, side=56):
         Output of :func:`koala_utils.data.prepare`.
     bins : ndarray, shape (Q, 2)
     photos : int
-        Photos read (the first of the train split).
+        About this many photos are read, the same number from every shard (shards hold names in sorted
+        order, so the first photos of the split would be one source only).
     side : int
         Each photo's area is resized to about this side before counting, to bound the work.
 
@@ -76,16 +77,23 @@ def prior_from_records(records_dir, bins, photos=2000, side=56):
     -------
     prior : ndarray of float64, shape (Q,)
     """
+    import tensorflow as tf
     from PIL import Image
 
     from . import color, data
     from .classification import estimate_prior
 
-    arrays = data.load_arrays(records_dir, "train", limit=photos)
+    files = data.shard_files(records_dir, "train", verify=False)
+    per_shard = max(1, -(-photos // len(files)))
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "box": tf.io.FixedLenFeature([4], tf.int64)}
     pixels = []
-    for rgb, (top, left, h, w) in zip(arrays["rgb"], arrays["box"], strict=True):
-        crop = Image.fromarray(rgb[top : top + h, left : left + w])
-        scale = side / max(h, w)
-        crop = crop.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-        pixels.append(color.rgb_to_lab(np.asarray(crop))[..., 1:].reshape(-1, 2))
+    for path in files:
+        for serialized in tf.data.TFRecordDataset(path).take(per_shard):
+            example = tf.io.parse_single_example(serialized, spec)
+            rgb = tf.io.decode_jpeg(example["image"], channels=3).numpy()
+            top, left, h, w = example["box"].numpy()
+            crop = Image.fromarray(rgb[top : top + h, left : left + w])
+            scale = side / max(h, w)
+            crop = crop.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+            pixels.append(color.rgb_to_lab(np.asarray(crop))[..., 1:].reshape(-1, 2))
     return estimate_prior(np.concatenate(pixels), bins)
