@@ -19,7 +19,7 @@ import _common
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BENCHMARKS = ("train_throughput", "pipeline_throughput", "embed_throughput", "colorize_latency")
+BENCHMARKS = ("train_throughput", "pipeline_throughput", "embed_throughput", "colorize_latency", "video_speed")
 
 # (benchmark, figure key, label, unit) for the summary table.
 SUMMARY = (
@@ -53,6 +53,9 @@ SUMMARY = (
     ("colorize_latency", "512x512_total_s", "colorize 512 x 512", "s"),
     ("colorize_latency", "1024x1024_total_s", "colorize 1024 x 1024", "s"),
     ("colorize_latency", "2000x1333_total_s", "colorize 2000 x 1333", "s"),
+    ("video_speed", "coherent_fps", "video 640 x 360 end to end, coherent mode", "frames/s"),
+    ("video_speed", "per_frame_fps", "video 640 x 360 end to end, per-frame mode", "frames/s"),
+    ("video_speed", "rss_growth_mb", "video memory growth, frame 40 to the end", "MB"),
 )
 
 

