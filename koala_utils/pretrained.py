@@ -161,29 +161,31 @@ def train_quick_model(path=NOTEBOOK_MODEL, photos=None, seed=42):
     return path
 
 
-def best_available(notebook_model=NOTEBOOK_MODEL, verbose=True, train_if_missing=False, photos=None):
+def best_available(notebook_model=NOTEBOOK_MODEL, verbose=True, train_if_missing=False, photos=None, name=None):
     """The best trained model at hand, and a sentence saying which one it is.
 
     The shipped model when present; otherwise the model notebook 03 saved at
     ``notebook_model``. When there is neither, raises ``FileNotFoundError``,
     or with ``train_if_missing`` trains :func:`train_quick_model` (on
-    ``photos``) into ``notebook_model`` first, and says so.
+    ``photos``) into ``notebook_model`` first, and says so. ``name`` picks
+    the shipped model ("paper" or "vivid"; default :data:`DEFAULT`).
     """
     from .model import load_model
 
-    if train_if_missing and not available() and not Path(notebook_model).is_file():
+    if train_if_missing and not available(name) and not Path(notebook_model).is_file():
         print(f"No trained model: training a few-second stand-in into {notebook_model} (expect poor colours).")
         train_quick_model(notebook_model, photos)
 
-    if available():
-        model, card = load(return_info=True)
-        what = f"the shipped model ({card.get('summary', 'trained on ImageNet samples')})"
+    if available(name):
+        model, card = load(name, return_info=True)
+        what = f"the shipped model '{_check(name)}' ({card.get('summary', '')})"
     elif Path(notebook_model).is_file():
         model = load_model(notebook_model)
         what = f"the model trained in notebook 03 ({notebook_model}), a few-minute model"
     else:
         raise FileNotFoundError(
-            f"no trained model: neither the shipped weights ({WEIGHTS}) nor {notebook_model}; run notebook 03 first"
+            f"no trained model: neither the shipped weights ({weights_path(name)}) nor {notebook_model}; "
+            "run notebook 03 first"
         )
     if verbose:
         print(f"Using {what}.")
