@@ -24,6 +24,9 @@ from PIL import Image
 from . import images
 
 MANIFEST_FIELDS = ("source", "commit", "path", "sha256", "licence")  # source: a key of SOURCES; commit abbreviated
+MANIFEST_URL = "https://raw.githubusercontent.com/koalarization/koalarization/main/data/training_manifest.csv"
+# SHA-256 of data/training_manifest.csv (a test keeps the two equal)
+MANIFEST_SHA256 = "54ad1d143a5b7e4be1600cdbb2a2edb732f9019df83e5b6a8a86ad99b5fb85f9"
 NEAR_DUPLICATE_BITS = 4  # perceptual hashes this close (of 64 bits) are the same photo resized or re-encoded
 
 
@@ -114,6 +117,16 @@ def fetch(dest, sources=SOURCES, url_of=None, log=print):
             log(f"{source.key}: {time.time() - start:.0f} s")
         found[source.key] = git_dir_of(folder)
     return found
+
+
+def manifest_file(repo_root=None):
+    """The training manifest: ``data/training_manifest.csv`` of the repository when at hand, else downloaded
+    from GitHub (for a pip install, e.g. on Colab) and checked against :data:`MANIFEST_SHA256`."""
+    if repo_root is not None and (Path(repo_root) / "data" / "training_manifest.csv").is_file():
+        return Path(repo_root) / "data" / "training_manifest.csv"
+    import keras
+
+    return Path(keras.utils.get_file("koala_training_manifest.csv", MANIFEST_URL, file_hash=MANIFEST_SHA256))
 
 
 def list_blobs(git_dir, source):

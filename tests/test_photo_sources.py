@@ -120,3 +120,12 @@ def test_source_table_matches_the_documented_commits():
     assert {s.key for s in ps.SOURCES} == {"scenes", "imagenette", "clothing", "flowers", "catsdogs"}
     assert all(len(s.commit) == 40 for s in ps.SOURCES)
     assert ps.SOURCES[0].url == "https://github.com/zhabiki/paysage-classification.git"
+
+
+def test_manifest_checksum_in_the_code_matches_the_committed_file():
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert hashlib.sha256((root / "data" / "training_manifest.csv").read_bytes()).hexdigest() == ps.MANIFEST_SHA256
+    assert ps.manifest_file(root) == root / "data" / "training_manifest.csv"
