@@ -19,7 +19,8 @@ import _common
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BENCHMARKS = ("train_throughput", "pipeline_throughput", "embed_throughput", "colorize_latency", "video_speed")
+BENCHMARKS = ("train_throughput", "pipeline_throughput", "embed_throughput", "colorize_latency", "video_speed",
+              "head_step_cost")
 
 # (benchmark, figure key, label, unit) for the summary table.
 SUMMARY = (
@@ -56,6 +57,8 @@ SUMMARY = (
     ("video_speed", "coherent_fps", "video 640 x 360 end to end, coherent mode", "frames/s"),
     ("video_speed", "per_frame_fps", "video 640 x 360 end to end, per-frame mode", "frames/s"),
     ("video_speed", "rss_growth_mb", "video memory growth, frame 40 to the end", "MB"),
+    ("head_step_cost", "classification_over_mse", "train step, classification head / MSE head (wall)", "ratio"),
+    ("head_step_cost", "classification_over_mse_cpu_time", "train step, classification / MSE (CPU time)", "ratio"),
 )
 
 
