@@ -26,7 +26,7 @@ def run(quick):
     from koala_utils.rebalanced_loss import RebalancedCrossEntropy, prior_from_records
 
     batch, size, cycles = (2, 32, 2) if quick else (16, 128, 12)
-    records = _common.cached_records(24 if quick else 200)
+    records = _common.cached_records(32 if quick else 200)
     x, y = next(iter(data.load(records, "train", batch, augment=True, image_size=size)))
     bins = ab_bins()
     prior = prior_from_records(records, bins, photos=24)
