@@ -18,24 +18,36 @@ def _err(message):
 
 
 def _load_model_arg(model_arg):
-    """A model from a path (a .keras file or a run folder), or the shipped one."""
+    """A shipped model by name ("paper", "vivid"; None: the default one), or a .keras file / run folder.
+
+    Prints one line: which model, its backbone, where its card or config is. Returns (model, backbone name).
+    """
+    from . import pretrained
+
+    if model_arg == "pretrained":
+        model_arg = None
+    if model_arg is None or model_arg in pretrained.NAMES:
+        model, card = pretrained.load(model_arg, return_info=True)
+        name = model_arg or pretrained.DEFAULT
+        backbone = card["backbone"]
+        print(f"model: shipped '{name}' ({card.get('head', 'regression')} head, backbone {backbone}); "
+              f"card: {pretrained.card_path(name)}", file=sys.stderr)
+        return model, backbone
     from .model import load_model
 
-    if model_arg is None:
-        from . import pretrained
-
-        model, info = pretrained.load(return_info=True)
-        print(f"model: {info}", file=sys.stderr)
-        return model, info.get("backbone", "efficientnet_lite0")
     path = Path(model_arg)
     if path.is_dir():
         path = path / "best.keras" if (path / "best.keras").is_file() else path / "last.keras"
-    backbone = "efficientnet_lite0"
     config = path.parent / "config.json"
+    model = load_model(path)
     if config.is_file():
-        backbone = json.loads(config.read_text()).get("backbone", backbone)
-    print(f"model: {path} (backbone {backbone})", file=sys.stderr)
-    return load_model(path), backbone
+        backbone = json.loads(config.read_text())["backbone"]
+        where = f"config: {config}"
+    else:
+        backbone = "efficientnet_lite0"
+        where = f"no config.json beside it: ASSUMING backbone {backbone} (pass a run folder to be sure)"
+    print(f"model: {path} (backbone {backbone}); {where}", file=sys.stderr)
+    return model, backbone
 
 
 def cmd_prepare(args):
@@ -110,6 +122,8 @@ def cmd_train(args):
             backup_every_steps=args.backup_every_steps,
             seed=args.seed,
             verbose=args.verbose,
+            loss=args.loss,
+            lr_decay=args.lr_decay,
         )
     except TrainingDivergedError as exc:
         _err(str(exc))
@@ -187,7 +201,8 @@ def cmd_colorize(args):
     except (FileNotFoundError, ValueError, ImportError) as exc:
         _err(str(exc))
         return EXIT_USAGE
-    report = colorize_files(paths, args.output, model, backbone, args.size, args.overwrite)
+    report = colorize_files(paths, args.output, model, backbone, args.size, args.overwrite,
+                            temperature=args.temperature)
     print(f"colorized {len(report['written'])} of {len(paths)} into {args.output}")
     failed = report["failed"] + empty
     if failed:
@@ -199,7 +214,6 @@ def cmd_colorize(args):
 
 
 def cmd_colorize_video(args):
-    from .backbones import get_backbone
     from .video import Settings, colorize_video
     from .video_io import VideoError
 
@@ -207,8 +221,8 @@ def cmd_colorize_video(args):
     if output.is_dir():
         output = output / f"{source.stem}_colorized.mp4"
     try:
-        model, backbone_name = _load_model_arg(args.model)
-    except (FileNotFoundError, ValueError) as exc:
+        model, backbone = _colorize_engine(args)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     knobs = {"size": args.size, "batch": args.batch, "cut_threshold": args.cut_threshold}
@@ -218,7 +232,7 @@ def cmd_colorize_video(args):
         settings = Settings(**knobs, embed_every=args.embed_every, embed_momentum=args.embed_momentum,
                             blend=args.blend)
     try:
-        report = colorize_video(source, output, model, get_backbone(backbone_name), settings, fps=args.fps,
+        report = colorize_video(source, output, model, backbone, settings, fps=args.fps,
                                 max_frames=args.max_frames, overwrite=args.overwrite, progress=not args.quiet)
     except (VideoError, FileExistsError) as exc:
         _err(str(exc))
@@ -260,6 +274,10 @@ def build_parser():
     p.add_argument("--backup-every-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1)
+    p.add_argument("--loss", default="mse", choices=["mse", "classification"],
+                   help="mse: the paper's head and loss; classification: the vivid head (Zhang et al. rebalanced "
+                   "cross-entropy over ab bins)")
+    p.add_argument("--lr-decay", action="store_true", help="cosine decay of the learning rate to a tenth")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics against the gray baseline")
@@ -273,7 +291,12 @@ def build_parser():
     p = sub.add_parser("colorize", help="colorize photos at full resolution")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
-    p.add_argument("--model", default=None, help="a .keras file or run folder (default: the shipped model)")
+    p.add_argument("--model", default=None,
+                   help="'paper' or 'vivid' (the shipped models), or a .keras file or run folder "
+                   "(default: the shipped default, see koala_utils.pretrained.DEFAULT)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="vivid model only: annealed-mean temperature, 1 = muted mean, lower = more vivid "
+                   "(default 0.38)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],
@@ -308,6 +331,8 @@ def build_parser():
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar with frames/s)")
+    p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],
+                   help="onnx: onnxruntime, no TensorFlow; auto (default): onnx when the model has an ONNX file")
     p.set_defaults(func=cmd_colorize_video)
 
     p = sub.add_parser("export", help="write a model and its backbone as ONNX files")

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from koala_utils.cli import EXIT_OK, EXIT_USAGE, main
@@ -54,3 +55,32 @@ def test_usage_errors(tmp_path, capsys):
 def test_entry_point_runs():
     run = subprocess.run([sys.executable, "-m", "koala_utils.cli", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "colorize" in run.stdout
+
+
+def test_colorize_with_the_vivid_model_and_a_temperature(workspace, capsys):
+    from PIL import Image
+
+    from koala_utils.evaluate import colorfulness
+
+    photo = next((workspace / "photos").glob("*.JPEG"))
+    made = {}
+    for t in ("1.0", "0.2"):
+        out = workspace / f"vivid_{t}"
+        assert main(["colorize", str(photo), "-o", str(out), "--model", "vivid", "--temperature", t,
+                     "--engine", "keras"]) == EXIT_OK
+        made[t] = colorfulness(np.asarray(Image.open(out / f"{photo.stem}_colorized.png").convert("RGB")))
+    err = capsys.readouterr().err
+    assert "shipped 'vivid'" in err and len(err.strip().splitlines()) <= 2  # one line about the model, not a card
+    assert made["0.2"] > made["1.0"]
+
+
+def test_train_with_the_classification_loss(workspace):
+    records, run = workspace / "records_cls", workspace / "run_cls"
+    assert main(["prepare", str(workspace / "photos"), str(records), "--val-fraction", "0.3"]) == EXIT_OK
+    args = ["train", str(records), str(run), "--epochs", "1", "--batch-size", "4", "--image-size", "32",
+            "--steps-per-epoch", "2", "--verbose", "0", "--loss", "classification"]
+    assert main(args) == EXIT_OK
+    from koala_utils.classification import is_classification
+    from koala_utils.model import load_model
+
+    assert is_classification(load_model(run / "best.keras"))
