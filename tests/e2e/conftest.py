@@ -41,7 +41,9 @@ def lab(tmp_path_factory, shared_data):
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # a click's answer comes from the kernel: allow for a busy CPU
 
     headed = os.environ.get("E2E_HEADED") == "1"
     if headed and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):

@@ -75,7 +75,7 @@ class LabServer:
             body = response.read()
         return json.loads(body) if body else None
 
-    def wait_ready(self, timeout=90):
+    def wait_ready(self, timeout=240):  # generous: the CPU may be shared with a training job
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -141,6 +141,7 @@ def open_page(browser, lab):
     """A fresh browser page (1400 x 1700 px: the quiz fits); the kernels are shut down when it closes."""
     context = browser.new_context(viewport={"width": 1400, "height": 1700})
     context.set_default_timeout(30_000)
+    context.set_default_navigation_timeout(120_000)  # JupyterLab's first load on a busy CPU
     try:
         yield context.new_page()
     finally:

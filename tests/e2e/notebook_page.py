@@ -33,7 +33,7 @@ class NotebookPage:
         self.page, self.lab, self.name = page, lab, name
         self.path = lab.workdir / "notebooks" / name
 
-    def open(self, timeout=90):
+    def open(self, timeout=180):
         """Open the notebook and wait until its kernel is idle."""
         # a workspace of its own: JupyterLab does not reopen (and start kernels for) the previous tests' notebooks
         self.page.goto(self.lab.url(f"lab/workspaces/{self.name.split('_')[0]}/tree/notebooks/{self.name}"))
@@ -58,7 +58,7 @@ class NotebookPage:
         """The code cells' input prompts, e.g. ``['[1]:', '[*]:', '[ ]:']``."""
         return self.page.evaluate(PROMPTS)
 
-    def run_all(self, restart=False, timeout=240):
+    def run_all(self, restart=False, timeout=480):
         """Run > Run All Cells (or Kernel > Restart Kernel and Run All Cells), and wait until no cell is queued.
 
         Returns the prompts once done; an error stops the run, leaving ``[ ]:`` prompts after it.
@@ -69,7 +69,7 @@ class NotebookPage:
         else:
             self.menu("Run", "Run All Cells")
         busy = f"() => ({PROMPTS})().includes('[*]:')"
-        self.page.wait_for_function(busy, timeout=60_000)
+        self.page.wait_for_function(busy, timeout=120_000)
         self.page.wait_for_function(f"() => !({busy})()", timeout=timeout * 1000, polling=500)
         return self.prompts()
 
