@@ -37,6 +37,7 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="take only this many photos (an even sample)")
     parser.add_argument("--rebuild-manifest", action="store_true", help="re-run the selection, rewrite the manifest")
     parser.add_argument("--val", default=str(VAL), help="validation photos kept out by perceptual hash")
+    parser.add_argument("--contact-sheet", default=None, help="also write a sheet of random samples (a .jpg)")
     args = parser.parse_args(argv)
 
     if args.clone_to:
@@ -53,6 +54,23 @@ def main(argv=None):
     rows = photo_sources.read_manifest(args.manifest)
     written = photo_sources.write_photos(rows, git_dirs, args.out, limit=args.limit)
     print(f"{args.out}: wrote {written} photos, {len(rows) if not args.limit else args.limit} listed")
+    if args.contact_sheet:
+        contact_sheet(rows, Path(args.out), Path(args.contact_sheet))
+
+
+def contact_sheet(rows, folder, out, count=60, columns=12, side=96, seed=0):
+    """A grid of random training photos, ImageNet-derived ones left out (ImageNet photos are never committed)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    allowed = [r for r in rows if r["licence"] != "imagenet-terms" and "breed_dataset" not in r["path"]]
+    chosen = sorted(np.random.default_rng(seed).choice(len(allowed), size=count, replace=False))
+    sheet = Image.new("RGB", (columns * side, -(-count // columns) * side), "white")
+    for k, i in enumerate(chosen):
+        photo = ImageOps.fit(Image.open(folder / allowed[i]["name"]).convert("RGB"), (side - 2, side - 2))
+        sheet.paste(photo, ((k % columns) * side + 1, (k // columns) * side + 1))
+    sheet.save(out, quality=85)
+    print(f"{out}: {count} random photos of {len(allowed)} (Imagenette and ImageNet dog/cat breeds left out)")
 
 
 if __name__ == "__main__":
