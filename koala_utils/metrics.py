@@ -194,3 +194,23 @@ def gray_baseline(true_rgb):
     lab = rgb_to_lab(as_rgb_uint8(true_rgb))
     lab[..., 1:] = 0.0
     return to_uint8(lab_to_rgb(lab))
+
+
+def colour_cast(pred_rgb, true_rgb):
+    """How far a colorization's average colour is from the photo's: ``|mean ab(pred) - mean ab(true)|``.
+
+    A global tint (a red sky, a green veil over a whole landscape) raises it; local errors that average out do
+    not. Over a set, average it over the photos.
+
+    Parameters
+    ----------
+    pred_rgb, true_rgb : ndarray of uint8, shape (H, W, 3)
+
+    Returns
+    -------
+    float
+        Euclidean distance in the ab plane, Lab units (0 = the same average colour).
+    """
+    pred_ab = rgb_to_lab(as_rgb_uint8(pred_rgb))[..., 1:].reshape(-1, 2).mean(axis=0)
+    true_ab = rgb_to_lab(as_rgb_uint8(true_rgb))[..., 1:].reshape(-1, 2).mean(axis=0)
+    return float(np.linalg.norm(pred_ab - true_ab))
