@@ -17,6 +17,7 @@ ab(truth)|, Lab units), MSE on scaled ab. Usage::
 
     python benchmarks/quality.py                       # both shipped models, all sets -> results/quality.json
     python benchmarks/quality.py --models vivid --sets selection --limit 300
+    python benchmarks/quality.py --merge paper.json vivid.json     # one report from runs made in parallel
 """
 
 import argparse
@@ -141,6 +142,44 @@ def format_table(title, rows):
     return "\n".join(lines)
 
 
+SET_TITLES = {"selection": "selection slice (held-out training-source photos; settings chosen here)",
+              "imagenet_val_1300": "ImageNet val, 1300 photos at 224 px", "prokudin_gorskii": "Prokudin-Gorskii plates"}
+
+
+def markdown(report):
+    """Markdown tables of a report: one per set, every model's settings as rows, the gray baseline last."""
+    out = []
+    for set_name, title in SET_TITLES.items():
+        rows, gray = [], None
+        for model, found in report["models"].items():
+            for label, (mean, gray_mean, count) in found["sets"].get(set_name, {}).items():
+                rows.append(f"| {model} | {label} | {mean['psnr']:.2f} | {mean['psnr_minus_gray']:+.2f} | "
+                            f"{mean['ssim']:.4f} | {mean['cf_ratio']:.2f} | {mean['cf_ratio_per_image']:.2f} | "
+                            f"{mean['colour_cast']:.2f} |")
+                gray = (gray_mean, count)
+        if not rows:
+            continue
+        g, count = gray
+        out += [f"### {title} ({count} photos)", "",
+                "| model | setting | PSNR | Δ gray | SSIM | CF ratio | CF ratio per image | colour cast |",
+                "|---|---|---|---|---|---|---|---|", *rows,
+                f"| gray | ab = 0 | {g['psnr']:.2f} | +0.00 | {g['ssim']:.4f} | {g['cf_ratio']:.2f} | "
+                f"{g['cf_ratio_per_image']:.2f} | {g['colour_cast']:.2f} |", ""]
+    return "\n".join(out)
+
+
+def merge(paths, out_json):
+    """Combine reports of separate runs (e.g. one per model, run in parallel) into one, with its markdown."""
+    report = {"machine": None, "models": {}}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        report["machine"] = report["machine"] or part["machine"]
+        report["models"].update(part["models"])
+    Path(out_json).write_text(json.dumps(report, indent=1))
+    Path(out_json).with_suffix(".md").write_text(markdown(report))
+    return report
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["paper", "vivid"], help="shipped names or .keras files")
@@ -151,7 +190,10 @@ def main(argv=None):
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
     parser.add_argument("--boosts", type=float, nargs="+", default=list(BOOSTS))
     parser.add_argument("--json", default=str(RESULTS / "quality.json"))
+    parser.add_argument("--merge", nargs="+", default=None, help="combine these reports into --json (and .md)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.json)
 
     from koala_utils import pretrained
     from koala_utils.backbones import get_backbone
@@ -177,6 +219,7 @@ def main(argv=None):
             print(format_table(f"{name} on {set_name}", rows), flush=True)
         report["models"][name] = {"seconds": round(time.time() - start, 1), "sets": found}
     Path(args.json).write_text(json.dumps(report, indent=1))
+    Path(args.json).with_suffix(".md").write_text(markdown(report))
     return report
 
 
