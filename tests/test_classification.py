@@ -158,3 +158,15 @@ def test_tiny_classification_training_on_real_photos_gives_colour(small_records,
     rgb = [lab_scaled_to_rgb(lv, ab) for lv, ab in zip(l_scaled, pred, strict=True)]
     gray = [lab_scaled_to_rgb(lv, np.zeros_like(ab)) for lv, ab in zip(l_scaled, pred, strict=True)]
     assert np.mean([evaluate.colorfulness(x) for x in rgb]) > np.mean([evaluate.colorfulness(x) for x in gray]) + 5
+
+
+def test_decoding_before_the_nearest_upsampling_equals_upsampling_the_logits(bins):
+    """Why the classification head decodes at H/2 and then upsamples: with the paper's nearest-neighbour ×2
+    upsampling the result is identical to upsampling the Q logits first, at 1/Q of the memory."""
+    from keras import layers
+
+    logits = np.random.default_rng(9).normal(0, 2, (1, 5, 7, len(bins))).astype(np.float32)
+    up = layers.UpSampling2D(2)  # the paper's last layer (nearest neighbour)
+    logits_first = cls.annealed_mean(keras.ops.convert_to_numpy(up(logits)), 0.38, bins)
+    decoded_first = keras.ops.convert_to_numpy(up(cls.annealed_mean(logits, 0.38, bins)))
+    assert np.allclose(logits_first, decoded_first, atol=1e-6)
