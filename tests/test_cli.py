@@ -84,3 +84,24 @@ def test_train_with_the_classification_loss(workspace):
     from koala_utils.model import load_model
 
     assert is_classification(load_model(run / "best.keras"))
+
+
+def _subcommands(parser):
+    from argparse import _SubParsersAction
+
+    action = next(a for a in parser._actions if isinstance(a, _SubParsersAction))
+    return action.choices
+
+
+def test_every_option_has_help_and_every_command_an_example():
+    from koala_utils.cli import build_parser
+
+    for name, sub in _subcommands(build_parser()).items():
+        assert "example" in sub.format_help().lower(), f"koala {name} --help shows no example"
+        for action in sub._actions:
+            assert action.help, f"koala {name}: {'/'.join(action.option_strings) or action.dest} has no help text"
+        # The default is shown for options that have one.
+        for action in sub._actions:
+            if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                line = " ".join(sub.format_help().split())
+                assert f"default: {action.default}" in line or "default" in action.help, (name, action.dest)
