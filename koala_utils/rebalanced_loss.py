@@ -45,7 +45,9 @@ class RebalancedCrossEntropy(keras.losses.Loss):
     def call(self, y_true, y_pred):
         ab = ops.average_pool(ops.cast(y_true, "float32"), 2, strides=2, padding="valid") * AB_SCALE
         bins = ops.convert_to_tensor(self.bins)
-        d2 = ops.sum(ops.square(ops.expand_dims(ab, -2) - bins), axis=-1)  # (N, h, w, Q)
+        # |ab - bin|^2 = |ab|^2 - 2 ab.bin + |bin|^2: one (N, h, w, 2) x (2, Q) product, no (N, h, w, Q, 2) tensor.
+        d2 = (ops.sum(ops.square(ab), axis=-1, keepdims=True) - 2.0 * ops.matmul(ab, ops.transpose(bins))
+              + ops.sum(ops.square(bins), axis=-1))  # (N, h, w, Q)
         neg_near, idx = ops.top_k(-d2, self.neighbours)  # nearest first
         soft = ops.exp((neg_near - neg_near[..., :1]) / (2 * self.sigma**2))
         soft = soft / ops.sum(soft, axis=-1, keepdims=True)
