@@ -22,6 +22,7 @@ EXPECTED = (
     "05_historical_photos.ipynb",
     "06_fake_or_real.ipynb",
     "07_old_films.ipynb",
+    "08_vivid_colour.ipynb",
 )
 HEADINGS = ("Overview", "Setup", "Summary", "Exercises", "What's next")
 BADGE = "https://colab.research.google.com/github/koalarization/koalarization/blob/main/notebooks/{}"
