@@ -1,6 +1,6 @@
 """Colorize latency: one photo end to end at 512 x 512, 1024 x 1024 and 2000 x 1333, split by stage.
 
-    python benchmarks/colorize_latency.py [--quick] [--profile]
+    python benchmarks/colorize_latency.py [--quick] [--profile] [--env-size]
 
 Times ``colorize(path, model, backbone, return_timings=True)`` on JPEG files (so loading
 and decoding count), median of several runs after warm-up. The stages: load (decode and
@@ -11,12 +11,23 @@ solvay_conference_1927.jpg; the square ones are crops of it, resized.
 Uses the shipped model when koala_utils.pretrained.available(), else a freshly built
 network with random weights: the timing does not depend on the weights.
 ``--profile`` adds cProfile's top functions for the largest photo.
+
+The two engines (koala_utils.engine), side by side in the same run: warm latency of
+the onnx engine (onnxruntime) against Keras at each size, runs interleaved; and the
+cold start of ``koala colorize`` on the 2000 x 1333 photo, process start to PNG
+written, for ``--engine onnx`` and ``--engine keras`` alternately. ``--env-size``
+also builds a fresh venv with only the ``colorize`` extra (from PyPI) and compares
+its size with what the ``tf-cpu`` install holds.
 """
 
 import cProfile
 import io
+import os
 import pstats
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import _common
@@ -71,6 +82,84 @@ def time_photo(path, model, backbone, warmup, repeats):
     return {key: statistics.median(r[key] for r in runs) for key in (*STAGES, "total")}, runs
 
 
+def time_engines(path, pairs, warmup, repeats):
+    """Median seconds per photo for each engine, the runs interleaved: {engine: seconds}."""
+    from koala_utils.colorize import colorize
+
+    for _ in range(warmup):
+        for model, backbone in pairs.values():
+            colorize(path, model, backbone)
+    times = {name: [] for name in pairs}
+    for _ in range(repeats):
+        for name, (model, backbone) in pairs.items():
+            start = time.perf_counter()
+            colorize(path, model, backbone)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def cold_start(photo, repeats, warmup=1):
+    """Median seconds from process start to PNG written, ``koala colorize --engine E``: {engine: seconds}."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(_common.ROOT)}
+    times = {"onnx": [], "keras": []}
+    with tempfile.TemporaryDirectory(prefix="koala_cold_") as out:
+        for index in range(warmup + repeats):
+            for name in times:  # alternate, so that both see the same background load
+                cmd = [sys.executable, "-m", "koala_utils.cli", "colorize", str(photo), "-o", out, "--overwrite",
+                       "--engine", name]
+                start = time.perf_counter()
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                seconds = time.perf_counter() - start
+                if proc.returncode != 0:
+                    raise RuntimeError(f"koala colorize --engine {name} failed: {proc.stderr[-2000:]}")
+                if index >= warmup:
+                    times[name].append(seconds)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _dist_bytes(names, python=sys.executable):
+    """Installed bytes of the named distributions in the environment of ``python`` (from their RECORD files)."""
+    code = ("import importlib.metadata as m, json, sys, re\n"
+            "names = set(json.loads(sys.argv[1])); total = 0\n"
+            "for d in m.distributions():\n"
+            "    if re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() in names:\n"
+            "        total += sum(f.size or 0 for f in d.files or [])\n"
+            "print(total)")
+    import json
+
+    return int(subprocess.run([python, "-c", code, json.dumps(sorted(names))], capture_output=True, text=True,
+                              check=True).stdout)
+
+
+def _resolved(extra, python=sys.executable):
+    """Normalised names of the distributions ``pip install .[extra]`` installs (pip's dry-run report)."""
+    import json
+    import re
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "report.json")
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed", "--report",
+                        report, f"{_common.ROOT}[{extra}]"], check=True, capture_output=True)
+        items = json.loads(open(report).read())["install"]
+    return {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower() for item in items}
+
+
+def env_sizes():
+    """MB installed by ``.[colorize]`` (a fresh venv, built here from PyPI) and by ``.[tf-cpu]`` (this venv)."""
+    venv = _common.CACHE / "venv_colorize"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{_common.ROOT}[colorize]"], check=True)
+    light = _resolved("colorize")
+    full = _resolved("tf-cpu")
+    sizes = {"colorize_mb": _dist_bytes(light, str(python)) / 1e6, "tf_cpu_mb": _dist_bytes(full) / 1e6}
+    du = subprocess.run(["du", "-sk", str(venv)], capture_output=True, text=True, check=True).stdout.split()[0]
+    sizes["colorize_venv_du_mb"] = int(du) * 1024 / 1e6
+    sizes["ratio"] = sizes["colorize_mb"] / sizes["tf_cpu_mb"]
+    return sizes
+
+
 def profile(path, model, backbone, top=15):
     from koala_utils.colorize import colorize
 
@@ -83,12 +172,18 @@ def profile(path, model, backbone, top=15):
     return stream.getvalue()
 
 
-def run(quick=False, do_profile=False):
+def run(quick=False, do_profile=False, do_env_size=False):
     _common.quiet_tensorflow()
+    from koala_utils import engine
+
     photos = latency_photos()
     model, backbone, what = model_and_backbone()
+    onnx_ready = engine.choose("auto", None) == "onnx"
+    pairs = {"keras": (model, backbone)}
+    if onnx_ready:
+        pairs["onnx"] = engine.load_onnx(None)
     warmup, repeats = (1, 1) if quick else (2, 7)
-    rows, figures, runs = [], {}, {}
+    rows, figures, runs, engine_rows = [], {}, {}, []
     with _common.LoadMonitor() as load:
         for label, path in photos:
             med, all_runs = time_photo(path, model, backbone, warmup, repeats)
@@ -96,13 +191,40 @@ def run(quick=False, do_profile=False):
             key = label.split(" (")[0].replace(" ", "")
             figures[f"{key}_total_s"] = med["total"]
             runs[key] = all_runs
+            if onnx_ready:
+                both = time_engines(path, pairs, warmup, repeats)
+                figures[f"{key}_onnx_over_keras"] = both["onnx"] / both["keras"]
+                engine_rows.append(f"| {label} | {both['keras'] * 1000:.0f} | {both['onnx'] * 1000:.0f} | "
+                                   f"{both['onnx'] / both['keras']:.2f} |")
         report = profile(photos[-1][1], model, backbone) if do_profile else None
+        cold = cold_start(photos[-1][1], 1 if quick else 3, warmup=0 if quick else 1) if onnx_ready else None
+    sizes = env_sizes() if do_env_size else None
     largest = rows[-1][0]
     notes = [f"model: {what}; backbone EfficientNet-Lite0; network at 224 px",
              f"median of {repeats} runs after {warmup} warm-up runs; all stages in ms"]
+    targets = [] if quick else [_common.target(f"{largest} total seconds", big_total(figures, photos), "<=", 1.0)]
+    if onnx_ready:
+        notes.append("warm latency by engine, the runs interleaved (ms, median):\n\n| photo | keras | onnx | "
+                     "onnx / keras |\n|---|---|---|---|\n" + "\n".join(engine_rows))
+        figures.update(cold_keras_s=cold["keras"], cold_onnx_s=cold["onnx"], cold_speedup=cold["keras"] / cold["onnx"])
+        notes.append(f"cold start, `koala colorize` on the 2000 x 1333 photo, process start to PNG written "
+                     f"(median, engines alternated): keras {cold['keras']:.2f} s, onnx {cold['onnx']:.2f} s, "
+                     f"keras / onnx {cold['keras'] / cold['onnx']:.1f}x")
+        if not quick:
+            targets.append(_common.target("cold start keras / onnx", cold["keras"] / cold["onnx"], ">=", 5.0))
+            targets += [_common.target(f"warm onnx / keras, {k.split('_')[0]}", v, "<=", 1.0)
+                        for k, v in figures.items() if k.endswith("_onnx_over_keras")]
+    else:
+        notes.append("onnx engine not measured: onnxruntime or the shipped ONNX files are missing")
+    if sizes:
+        figures.update(env_colorize_mb=sizes["colorize_mb"], env_tf_cpu_mb=sizes["tf_cpu_mb"])
+        notes.append(f"install size: .[colorize] {sizes['colorize_mb']:.0f} MB (fresh venv, "
+                     f"{sizes['colorize_venv_du_mb']:.0f} MB on disk with pip), .[tf-cpu] {sizes['tf_cpu_mb']:.0f} MB;"
+                     f" ratio {sizes['ratio']:.3f}")
+        targets.append(_common.target("install size colorize / tf-cpu", sizes["ratio"], "<=", 0.25))
     if report:
         notes.append("cProfile of the largest photo (tottime):\n\n```\n" + report.strip() + "\n```")
-    big = figures[f"{photos[-1][0].split(' (')[0].replace(' ', '')}_total_s"]
+    big = big_total(figures, photos)
     return {
         "name": "colorize_latency",
         "title": "Colorize latency per photo, by stage (ms)",
@@ -111,18 +233,23 @@ def run(quick=False, do_profile=False):
         "figures": {**figures, "largest_total_s": big},
         "runs": runs,
         "other_cores": load.other_cores,
-        "targets": [] if quick else [_common.target(f"{largest} total seconds", big, "<=", 1.0)],
+        "targets": targets,
         "notes": notes,
         "software": _common.software(),
     }
 
 
+def big_total(figures, photos):
+    return figures[f"{photos[-1][0].split(' (')[0].replace(' ', '')}_total_s"]
+
+
 def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--profile", action="store_true", help="print cProfile's top functions for the largest photo")
+    p.add_argument("--env-size", action="store_true", help="also build a venv with only the colorize extra (PyPI)")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    return _common.finish(run(args.quick, args.profile), args, started)
+    return _common.finish(run(args.quick, args.profile, args.env_size), args, started)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def upsample_ab(ab, height, width):
     return np.stack(channels, axis=-1)
 
 
-def _predictor(model, temperature=None):
+def predictor_for(model, temperature=None):
     """The ab predictor of a model: an ONNX engine model brings its own; a Keras one gets a Predictor.
 
     Keras is imported here only, so that the onnx engine runs without it. ``temperature`` is the
@@ -71,7 +71,7 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None):
     embedding = backbone.embed([padded if same_square else gray])
     mid = time.perf_counter()
     l_scaled = color.scale_l(color.lightness(images.gray_to_rgb(padded)))[None, ..., None]
-    ab_scaled = _predictor(model, temperature)(l_scaled, embedding)[0]
+    ab_scaled = predictor_for(model, temperature)(l_scaled, embedding)[0]
     end = time.perf_counter()
     ab = color.unscale_ab(ab_scaled[top : top + h, left : left + w])
     return ab, {"backbone": mid - start, "network": end - mid}

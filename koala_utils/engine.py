@@ -125,6 +125,9 @@ def _session(path):
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Idle threads sleep rather than spin: with other work on the cores (a training run, a second photo
+        # in another process) spinning costs more than it saves (benchmarks/colorize_latency.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             _SESSIONS[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
@@ -341,5 +344,4 @@ def colorize(image, model=None, backbone=None, size=224, return_timings=False, t
         backbone = default_backbone if backbone is None else backbone
     if backbone is None:
         raise ValueError("pass the backbone that goes with a loaded model")
-    kwargs = {} if temperature is None else {"temperature": temperature}
-    return run(image, model, backbone, size, return_timings, **kwargs)
+    return run(image, model, backbone, size, return_timings, temperature=temperature)

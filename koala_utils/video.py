@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from . import color, images, video_io
-from .model import Predictor
+from .colorize import predictor_for
 from .video_metrics import consistent, warp
 
 
@@ -174,7 +174,7 @@ def colorize_frames(frames, model, backbone, settings=None, return_ab=False, tim
     timings = timings if timings is not None else {}
     for key in ("backbone", "network", "flow", "merge"):
         timings.setdefault(key, 0.0)
-    predictor = Predictor(model)
+    predictor = predictor_for(model)  # Keras or the onnx engine (koala_utils.engine)
     state, batch = _State(), []
     for frame in frames:
         frame = np.asarray(frame)

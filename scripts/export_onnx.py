@@ -67,24 +67,10 @@ def max_ab_drift(keras_pair, onnx_pair, photos, temperatures):
     for photo in photos:
         gray = images.to_gray(images.load_image(photo))
         for temperature in temperatures:
-            ab = [colorize.predict_small_ab(gray, _AtTemperature(model, temperature), backbone)[0]
+            ab = [colorize.predict_small_ab(gray, model, backbone, temperature=temperature)[0]
                   for model, backbone in (keras_pair, onnx_pair)]
             worst = max(worst, float(np.abs(ab[0] - ab[1]).max()))
     return worst
-
-
-class _AtTemperature:
-    """A model that colorize.predict_small_ab decodes at a given temperature, on either engine."""
-
-    def __init__(self, model, temperature):
-        self.model, self.temperature = model, temperature
-
-    def onnx_predictor(self):
-        if hasattr(self.model, "onnx_predictor"):
-            return self.model.onnx_predictor(self.temperature)
-        from koala_utils.model import Predictor
-
-        return Predictor(self.model) if self.temperature is None else Predictor(self.model, self.temperature)
 
 
 def measure_and_build(name, out_dir, tolerance):

@@ -39,20 +39,6 @@ def psnr(a, b):
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-class AtTemperature:
-    """A model that colorize.predict_small_ab decodes at a given temperature, on either engine."""
-
-    def __init__(self, model, temperature):
-        self.model, self.temperature = model, temperature
-
-    def onnx_predictor(self):
-        if hasattr(self.model, "onnx_predictor"):
-            return self.model.onnx_predictor(self.temperature)
-        from koala_utils.model import Predictor
-
-        return Predictor(self.model) if self.temperature is None else Predictor(self.model, self.temperature)
-
-
 @pytest.mark.parametrize("name", list(engine.shipped_models()))
 def test_onnx_engine_matches_keras_on_real_photos(name):
     onnx_model, onnx_backbone = engine.load_onnx(name)
@@ -62,8 +48,8 @@ def test_onnx_engine_matches_keras_on_real_photos(name):
     for photo in parity_photos():
         gray = images.to_gray(images.load_image(photo))
         for temperature in temperatures:
-            ab_keras = colorize.predict_small_ab(gray, AtTemperature(keras_model, temperature), keras_backbone)[0]
-            ab_onnx = colorize.predict_small_ab(gray, AtTemperature(onnx_model, temperature), onnx_backbone)[0]
+            ab_keras = colorize.predict_small_ab(gray, keras_model, keras_backbone, temperature=temperature)[0]
+            ab_onnx = colorize.predict_small_ab(gray, onnx_model, onnx_backbone, temperature=temperature)[0]
             worst_ab = max(worst_ab, float(np.abs(ab_keras - ab_onnx).max()))
         # The RGB outputs at full resolution, through the public function, at the default temperature.
         rgb_keras = colorize.colorize(photo, keras_model, keras_backbone)
@@ -180,3 +166,32 @@ def test_koala_export_writes_files_that_colorize_like_keras(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", "pretrained", str(out)]) == 2
     assert str(out) in capsys.readouterr().err
+
+
+def _clip(count=8):
+    from koala_utils import video
+
+    return list(video.pan_clip(images.load_image(HISTORICAL / "detroit_circa_1915.jpg"), frames=count, size=(144, 256)))
+
+
+def test_video_on_the_onnx_engine_matches_keras():
+    from koala_utils import video
+
+    frames = _clip()
+    outputs = {}
+    for name, (model, backbone) in {"onnx": engine.load_onnx(None), "keras": engine.load_keras(None)}.items():
+        outputs[name] = list(video.colorize_frames(frames, model, backbone, video.Settings(batch=4)))
+    assert len(outputs["onnx"]) == len(frames)
+    assert min(psnr(a, b) for a, b in zip(outputs["onnx"], outputs["keras"], strict=True)) >= MIN_PSNR
+
+
+def test_cli_colorizes_a_video_with_tensorflow_and_keras_unimportable(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(_clip()):
+        Image.fromarray(frame).save(folder / f"frame_{index:03d}.png")
+    out = tmp_path / "clip.mp4"
+    result = _run_without_tensorflow(tmp_path, "colorize-video", folder, "-o", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "onnx engine" in result.stderr
+    assert out.is_file() and out.stat().st_size > 1000
