@@ -97,6 +97,7 @@ def cmd_merge(args):
 
 def cmd_train(args):
     from .data import ShardError
+    from .run_config import SettingsDriftError
     from .train import TrainingDivergedError, train
 
     strategy = None
@@ -124,11 +125,12 @@ def cmd_train(args):
             verbose=args.verbose,
             loss=args.loss,
             lr_decay=args.lr_decay,
+            force=args.force,
         )
     except TrainingDivergedError as exc:
         _err(str(exc))
         return EXIT_DIVERGED
-    except ShardError as exc:  # a missing, truncated or corrupt shard: named, never skipped
+    except (ShardError, SettingsDriftError) as exc:  # a bad shard; a resume with other settings: named
         _err(str(exc))
         return EXIT_USAGE
     print(
@@ -303,6 +305,9 @@ def build_parser():
                    help="mse: the paper's head and loss; classification: the vivid head (Zhang et al. rebalanced "
                    "cross-entropy over ab bins)")
     p.add_argument("--lr-decay", action="store_true", help="cosine decay of the learning rate to a tenth")
+    p.add_argument("--force", action="store_true",
+                   help="resume RUN_DIR even with another records folder, image size, learning rate, loss or "
+                   "backbone (recorded in config.json as a new phase)")
     p.set_defaults(func=cmd_train)
 
     p = _subcommand(sub, "evaluate", "metrics against the gray baseline",

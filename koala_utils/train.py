@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import data
+from . import data, run_config
 from .model import build_model, compile_model
 
 POLICIES = {"fp32": None, "float32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -304,6 +304,7 @@ def train(
     deterministic=False,
     loss="mse",
     lr_decay=False,
+    force=False,
 ):
     """Train the colorization network on prepared records.
 
@@ -365,6 +366,11 @@ def train(
     lr_decay : bool
         Cosine decay of the learning rate over this call's steps, down to
         a tenth of ``learning_rate``.
+    force : bool
+        Resume ``run_dir`` even with another records folder, image size,
+        learning rate, loss or backbone than it was started with; the change
+        is recorded in ``config.json`` as a new phase (see
+        :func:`koala_utils.run_config.check_resume`).
 
     Returns
     -------
@@ -376,6 +382,9 @@ def train(
     ------
     TrainingDivergedError
         The loss became NaN; ``last.keras`` keeps the last good weights.
+    koala_utils.run_config.SettingsDriftError
+        ``run_dir`` holds a run started with other settings and ``force`` is
+        not set. The message names each setting.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -415,7 +424,7 @@ def train(
         "loss": loss,
         "lr_decay": lr_decay,
     }
-    (write_dir / "config.json").write_text(json.dumps(config, indent=1))
+    run_config.write(write_dir, run_config.check_resume(write_dir, config, force=force))
 
     # Several workers: each reads its own shards (a dataset per worker, batched per replica).
     load = data.load if workers == 1 else functools.partial(distribute.load_sharded, strategy)

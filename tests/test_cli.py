@@ -105,3 +105,23 @@ def test_every_option_has_help_and_every_command_an_example():
             if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
                 line = " ".join(sub.format_help().split())
                 assert f"default: {action.default}" in line or "default" in action.help, (name, action.dest)
+
+
+def test_resume_with_other_settings_stops_and_names_them(small_records, tmp_path, capsys):
+    records, _ = small_records
+    run = tmp_path / "run"
+    base = ["train", str(records), str(run), "--batch-size", "4", "--image-size", "32", "--steps-per-epoch", "1",
+            "--verbose", "0"]
+    assert main([*base, "--epochs", "1"]) == EXIT_OK
+    first = (run / "config.json").read_text()
+    copy = shutil.copytree(records, tmp_path / "records_copy")
+    changes = {"learning_rate": ["--learning-rate", "1e-4"], "records_dir": [], "loss": ["--loss", "classification"]}
+    for setting, extra in changes.items():
+        argv = [*base, "--epochs", "2", *extra]
+        if setting == "records_dir":
+            argv[1] = str(copy)
+        capsys.readouterr()
+        assert main(argv) == EXIT_USAGE, setting
+        err = capsys.readouterr().err
+        assert f"{setting}: recorded" in err and "--force" in err, err
+        assert (run / "config.json").read_text() == first  # the record is untouched
