@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 from . import images
+from ._io import sha256_file, write_json_atomic
+from ._io import tf as _tf
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -39,15 +41,6 @@ class ShardError(RuntimeError):
 # ----------------------------------------------------------------- items & split
 def _sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path, chunk=1 << 20):
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split_of(name, val_fraction=0.1):
@@ -108,12 +101,6 @@ def encode_jpeg(rgb, quality=JPEG_QUALITY):
     return buffer.getvalue()
 
 
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
 def _example(name, jpeg, embedding, box):
     tf = _tf()
     feature = {
@@ -142,46 +129,58 @@ def _shard_is_complete(out_dir, shard_name, expected):
     return sidecar.get("sha256") == sha256_file(record)
 
 
+def _working_copies(source, size, backbone_size):
+    """Read one photo at the sizes ``prepare`` keeps, never holding it whole at full resolution.
+
+    Returns ``None`` for a gray photo, else ``(jpeg, box, gray_square)``: the
+    white-padded ``size`` photo as JPEG bytes and its box, and the gray photo
+    padded to the backbone's input (what the backbone would make of it).
+    """
+    rgb = images.load_image(source, max_side=max(size, backbone_size or size))
+    if images.is_grayscale(rgb):
+        return None
+    padded, box = images.resize_pad(rgb, size)
+    gray_square = images.resize_pad(images.to_gray(rgb), backbone_size)[0] if backbone_size else images.to_gray(rgb)
+    return encode_jpeg(padded), box, gray_square
+
+
 def _process_shard(out_dir, shard_name, split, entries, backbone, size, log):
-    """Load, pad, encode and embed one shard's photos; write it atomically."""
+    """Load, pad, encode and embed one shard's photos; write it atomically.
+
+    Each photo is reduced to the working sizes as it is read, so a shard of
+    big scans needs memory for its small copies only.
+    """
     loaded, skipped, failed = [], [], []
     for name, source, _ in entries:
         try:
-            rgb = images.load_image(source)
+            copies = _working_copies(source, size, getattr(backbone, "input_size", None))
         except (OSError, ValueError) as exc:
             failed.append({"name": name, "error": str(exc)})
             log(f"  failed: {exc}")
             continue
-        if images.is_grayscale(rgb):
+        if copies is None:
             skipped.append(name)
             continue
-        loaded.append((name, rgb))
-    embeddings = backbone.embed([images.to_gray(rgb) for _, rgb in loaded]) if loaded else []
+        loaded.append((name, *copies))
+    embeddings = backbone.embed([gray for *_, gray in loaded]) if loaded else []
     record = out_dir / f"{shard_name}.tfrecord"
     tmp = out_dir / f".{shard_name}.tfrecord.tmp"
     tf = _tf()
     with tf.io.TFRecordWriter(str(tmp)) as writer:
-        for (name, rgb), emb in zip(loaded, embeddings, strict=True):
-            padded, box = images.resize_pad(rgb, size)
-            writer.write(_example(name, encode_jpeg(padded), emb, box))
+        for (name, jpeg, box, _), emb in zip(loaded, embeddings, strict=True):
+            writer.write(_example(name, jpeg, emb, box))
     os.replace(tmp, record)
     sidecar = {
         "split": split,
         "inputs": [[n, c] for n, _, c in entries],
-        "records": [n for n, _ in loaded],
+        "records": [entry[0] for entry in loaded],
         "skipped_gray": skipped,
         "failed": failed,
         "sha256": sha256_file(record),
         "bytes": record.stat().st_size,
     }
-    _write_json_atomic(out_dir / f"{shard_name}.json", sidecar)
+    write_json_atomic(out_dir / f"{shard_name}.json", sidecar)
     return sidecar
-
-
-def _write_json_atomic(path, obj):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def prepare(
@@ -266,7 +265,7 @@ def prepare(
     partial = {**meta, "shards": sidecars, "reused_images": reused}
     if num_shards == 1:
         return merge_manifests(out_dir, [partial])
-    _write_json_atomic(out_dir / f"manifest-{shard_index:03d}-of-{num_shards:03d}.json", partial)
+    write_json_atomic(out_dir / f"manifest-{shard_index:03d}-of-{num_shards:03d}.json", partial)
     return partial
 
 
@@ -316,7 +315,7 @@ def merge_manifests(out_dir, partials=None):
     manifest["counts"]["failed"] = len(manifest["failed"])
     manifest["bytes_per_image"] = sum(s["bytes"] for s in manifest["shards"]) / max(total, 1)
     manifest["reused_images"] = sum(p.get("reused_images", 0) for p in partials)
-    _write_json_atomic(out_dir / MANIFEST, manifest)
+    write_json_atomic(out_dir / MANIFEST, manifest)
     return manifest
 
 

@@ -32,17 +32,13 @@ from pathlib import Path
 
 import keras
 
+from ._io import tf as _tf
+
 NAMES = ("default", "mirrored", "multiworker", "tpu")
 
 TF_CONFIG_EXAMPLE = (
     '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 )
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
 
 
 def split_cpu(n):

@@ -30,6 +30,8 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from ._io import sha256_file  # noqa: F401 - public here too (koala_utils.download.sha256_file)
+
 SCHEMES = ("https", "http", "file")
 CHUNK = 1 << 20
 HAS_TAR_FILTER = hasattr(tarfile, "data_filter")
@@ -41,15 +43,6 @@ class ChecksumError(ValueError):
 
 class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the destination folder."""
-
-
-def sha256_file(path, chunk=CHUNK):
-    """SHA-256 of a file, as lowercase hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_sha256(sha256):

@@ -45,7 +45,28 @@ def _from_pil(img, name):
     return np.ascontiguousarray(rgb)
 
 
-def load_image(source):
+def _shrink(img, max_side):
+    """Make a just-opened Pillow image at most about ``2 * max_side`` on its longer side, cheaply.
+
+    JPEGs are decoded at 1/2, 1/4 or 1/8 scale (``draft``), other formats are
+    box-averaged by an integer factor (``reduce``) after decoding; the result
+    keeps at least ``2 * max_side`` pixels on its longer side, so that the
+    bicubic resize to ``max_side`` that follows sees nearly the same input.
+    """
+    keep = 2 * max_side
+    longest = max(img.size)
+    if longest <= keep:
+        return img
+    box = tuple(max(1, -(-side * keep // longest)) for side in img.size)
+    img.draft(None, box)  # no-op for formats other than JPEG
+    img.load()
+    factor = max(img.size) // keep
+    if factor >= 2 and img.mode in ("L", "RGB", "RGBA", "LA", "I", "F", "CMYK", "I;16"):
+        img = img.reduce(factor)
+    return img
+
+
+def load_image(source, max_side=None):
     """Load a photo as RGB uint8, whatever its format.
 
     Gray, gray+alpha, RGBA, palette (with or without transparency), 16-bit and
@@ -57,6 +78,11 @@ def load_image(source):
     source : str, os.PathLike, PIL.Image.Image or ndarray
         A path, an opened image, or an array of shape (H, W), (H, W, 1),
         (H, W, 3) or (H, W, 4). Float arrays must lie in [0, 1].
+    max_side : int, optional
+        For files: decode big photos reduced, to between ``2 * max_side`` and
+        about ``4 * max_side`` on the longer side (JPEGs are decoded at that
+        size, so a 24-megapixel scan never sits in memory whole). For callers
+        that resize to ``max_side`` or less anyway, e.g. ``prepare``.
 
     Returns
     -------
@@ -83,6 +109,7 @@ def load_image(source):
         raise ImageLoadError(f"{path}: empty file")
     try:
         with Image.open(path) as img:
+            img = _shrink(img, max_side) if max_side else img
             img.load()
             return _from_pil(img, path)
     except Image.DecompressionBombError as exc:

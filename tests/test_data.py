@@ -123,3 +123,52 @@ def test_embedding_dropout_only_with_augment(small_records):
     kept = dropped != 0
     assert np.allclose(dropped[kept], 2 * plain[kept], rtol=1e-5)
     assert np.mean(plain == 0) < 0.01
+
+
+class _ZeroBackbone:
+    """A backbone's interface with a zero embedding: the memory test measures reading photos, not a network."""
+
+    name, pretrained, input_size, dim = "stand_in", False, 224, 1000
+
+    def embed(self, grays):
+        return np.zeros((len(grays), self.dim), np.float32)
+
+
+def _big_scan(path, size):
+    """A smooth colour photo of ``size`` (width, height), made by Pillow without a full-size numpy array."""
+    from PIL import Image
+
+    ramp = Image.linear_gradient("L")
+    channels = (ramp.resize(size), ramp.transpose(Image.Transpose.ROTATE_90).resize(size), Image.new("L", size, 90))
+    Image.merge("RGB", channels).save(path, quality=90)
+    return path
+
+
+def test_big_photos_are_reduced_as_they_are_read(tmp_path):
+    import tracemalloc
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(3):
+        _big_scan(scans / f"scan_{k}.jpg", (6000, 4000))  # 24 megapixels
+    _big_scan(scans / "plate.png", (4000, 3000))  # no JPEG draft mode: decoded, then box-reduced
+    data._tf()  # TensorFlow's own import is not what is measured
+    tracemalloc.start()
+    try:
+        manifest = data.prepare(scans, tmp_path / "records", backbone=_ZeroBackbone(), shard_size=10,
+                                val_fraction=0.0, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert manifest["counts"]["train"] == 4 and manifest["counts"]["failed"] == 0
+    # One 24-megapixel photo alone is 72 MB as RGB uint8 (and 576 MB as the float64 of a gray conversion).
+    assert peak < 60e6, f"prepare peaked at {peak / 1e6:.0f} MB of Python/numpy memory"
+
+
+def test_reduced_reading_keeps_the_working_copy(tmp_path):
+    path = _big_scan(tmp_path / "scan.jpg", (3000, 2000))
+    full, _ = images.resize_pad(images.load_image(path), 224)
+    reduced_rgb = images.load_image(path, max_side=224)
+    assert 448 <= max(reduced_rgb.shape) <= 4 * 224
+    reduced, _ = images.resize_pad(reduced_rgb, 224)
+    assert np.abs(full.astype(int) - reduced.astype(int)).mean() < 1.0
