@@ -379,7 +379,7 @@ def build_parser():
 
 
 def _video_defaults():
-    from .video import Settings
+    from .video_settings import Settings  # not .video: building the parser must not need OpenCV or PyAV
 
     return Settings()
 
