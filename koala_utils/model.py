@@ -174,21 +174,22 @@ def load_model(path):
         raise ValueError(f"{path}: refused to load model ({type(exc).__name__}: {exc})") from exc
 
 
-def pad_to_multiple(array, multiple=STRIDE, value=0.0):
-    """Pad the H and W axes of ``(N, H, W, C)`` at the bottom/right to a multiple."""
+def pad_to_multiple(array, multiple=STRIDE):
+    """Pad the H and W axes of ``(N, H, W, C)`` at the bottom/right to a multiple, repeating the edge pixels."""
     h, w = array.shape[1], array.shape[2]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
         return array
-    return np.pad(array, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge" if value is None else "constant")
+    return np.pad(array, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
 
 
 class Predictor:
-    """A compiled inference function for one model, reused across calls.
+    """Scaled ab for any H×W from either head, through ``model.predict_on_batch``.
 
     Keras' ``model.predict`` builds a data pipeline on every call, which costs
-    far more than the network for one photo. This keeps one traced function per
-    input shape.
+    far more than the network for one photo; ``predict_on_batch`` reuses the
+    model's compiled predict function. A classification model's logits are
+    decoded with the annealed mean at ``temperature`` (default 0.38).
     """
 
     def __init__(self, model, temperature=None):
@@ -218,7 +219,7 @@ class Predictor:
 
     def raw(self, l_scaled, embedding):
         """The network's own output for a batch: scaled ab, or the logits (N, H'/2, W'/2, Q) of the padded size."""
-        padded = pad_to_multiple(np.asarray(l_scaled, dtype=np.float32), value=None)
+        padded = pad_to_multiple(np.asarray(l_scaled, dtype=np.float32))
         out = self.model.predict_on_batch({"l": padded, "embedding": np.asarray(embedding, np.float32)})
         return np.asarray(ops.convert_to_numpy(out), dtype=np.float32)
 
