@@ -231,19 +231,17 @@ def load_answers(paths):
     return pooled
 
 
-def wilson_interval(successes, n, z=Z_95):
-    """Wilson score interval of a binomial proportion.
+def wilson_interval(successes, n, confidence=0.95):
+    """Wilson score interval of a binomial proportion (``scipy.stats.binomtest``).
 
-    ``centre = (p + z^2 / (2n)) / (1 + z^2 / n)`` and
-    ``half = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))``
-    with ``p = successes / n``. Unlike the normal ("Wald") interval it stays
-    inside [0, 1] and behaves for small ``n`` and for ``p`` near 0 or 1.
+    Unlike the normal ("Wald") interval it stays inside [0, 1] and behaves for
+    small ``n`` and for proportions near 0 or 1.
 
     Parameters
     ----------
     successes, n : int
-    z : float
-        Normal quantile; the default gives a 95 % interval.
+    confidence : float
+        Confidence level of the interval.
 
     Returns
     -------
@@ -252,11 +250,10 @@ def wilson_interval(successes, n, z=Z_95):
     """
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    denominator = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    from scipy.stats import binomtest
+
+    interval = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def fooling_rate(answers):
