@@ -4,7 +4,7 @@ Two implementations of sRGB -> CIE Lab (D65 white, 2 degree observer):
 
 * :func:`rgb_to_lab` / :func:`lab_to_rgb` use scikit-image on numpy arrays. They
   are the reference, and what the notebooks teach with.
-* :func:`rgb_to_lab_tf` / :func:`lab_to_rgb_tf` are vectorised TensorFlow ops
+* :func:`rgb_to_lab_tf` is a vectorised TensorFlow op
   for the ``tf.data`` pipeline. TensorFlow is imported lazily, so this module is
   usable on any Keras backend.
 
@@ -164,33 +164,6 @@ def rgb_to_lab_tf(rgb):
     a = 500.0 * (fx - fy)
     b = 200.0 * (fy - fz)
     return tf.stack([lightness, a, b], axis=-1)
-
-
-def lab_to_rgb_tf(lab):
-    """Vectorised CIE Lab (D65) -> sRGB in TensorFlow, clipped to [0, 1].
-
-    Parameters
-    ----------
-    lab : tf.Tensor, shape (..., 3)
-        L in [0, 100], a and b roughly in [-128, 127].
-
-    Returns
-    -------
-    rgb : tf.Tensor of float32, shape (..., 3), in [0, 1].
-    """
-    tf = _tf()
-    lab = tf.cast(lab, tf.float32)
-    fy = (lab[..., 0] + 16.0) / 116.0
-    fx = fy + lab[..., 1] / 500.0
-    fz = fy - lab[..., 2] / 200.0
-    f = tf.stack([fx, fy, fz], axis=-1)
-    eps = 6.0 / 29.0
-    xyz = tf.where(f > eps, tf.pow(f, 3.0), (f - 16.0 / 116.0) * 3.0 * eps**2)
-    xyz = xyz * tf.constant(D65_WHITE, tf.float32)
-    linear = tf.tensordot(xyz, tf.constant(XYZ_TO_RGB.T, tf.float32), axes=1)
-    linear = tf.maximum(linear, 0.0)
-    rgb = tf.where(linear > 0.0031308, 1.055 * tf.pow(linear, 1.0 / 2.4) - 0.055, 12.92 * linear)
-    return tf.clip_by_value(rgb, 0.0, 1.0)
 
 
 # ------------------------------------------------------------ fast numpy paths
