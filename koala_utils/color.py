@@ -12,6 +12,7 @@ The network sees ``L`` scaled with ``2 * L / 100 - 1`` and predicts ``ab / 127``
 (Baldassarre et al., 2017).
 """
 
+import functools
 import warnings
 
 import numpy as np
@@ -193,25 +194,25 @@ def _lab_f_inverse(f):
     return np.where(f > np.float32(6.0 / 29.0), f * f * f, linear_part)
 
 
-def _decode_lut(cache={}):  # noqa: B006 - a deliberate module-level memo
+@functools.cache
+def _decode_lut():
     """sRGB level (0-255) -> linear value, float32."""
-    if "lut" not in cache:
-        cache["lut"] = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
-    return cache["lut"]
+    return srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
 
-def _tables(cache={}):  # noqa: B006 - a deliberate module-level memo
+@functools.cache
+def _tables():
     """Lookup tables, built once: linear -> sRGB level, luminance -> gray level, gray level -> L."""
-    if not cache:
-        cache["encode"] = to_uint8(linear_to_srgb(np.arange(_ENCODE_STEPS + 1) / _ENCODE_STEPS))
-        # Gray level k covers luminances linear((k - 0.5) / 255) <= Y < linear((k + 0.5) / 255): to_gray's rounding.
-        steps = srgb_to_linear((np.arange(1, 256) - 0.5) / 255.0).astype(np.float32)
-        cache["gray_lower"] = np.concatenate([[-np.inf], steps]).astype(np.float32)
-        cache["gray_upper"] = np.concatenate([steps, [np.inf]]).astype(np.float32)
-        levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-        cache["gray_lightness"] = _lightness_block(_luminance_block(levels))
-        # Linear RGB from (X / Xn, Y, Z / Zn): the white point folded into the matrix.
-        cache["xyz_to_rgb"] = (XYZ_TO_RGB * np.asarray(D65_WHITE)[None, :]).astype(np.float32)
+    cache = {}
+    cache["encode"] = to_uint8(linear_to_srgb(np.arange(_ENCODE_STEPS + 1) / _ENCODE_STEPS))
+    # Gray level k covers luminances linear((k - 0.5) / 255) <= Y < linear((k + 0.5) / 255): to_gray's rounding.
+    steps = srgb_to_linear((np.arange(1, 256) - 0.5) / 255.0).astype(np.float32)
+    cache["gray_lower"] = np.concatenate([[-np.inf], steps]).astype(np.float32)
+    cache["gray_upper"] = np.concatenate([steps, [np.inf]]).astype(np.float32)
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    cache["gray_lightness"] = _lightness_block(_luminance_block(levels))
+    # Linear RGB from (X / Xn, Y, Z / Zn): the white point folded into the matrix.
+    cache["xyz_to_rgb"] = (XYZ_TO_RGB * np.asarray(D65_WHITE)[None, :]).astype(np.float32)
     return cache
 
 
