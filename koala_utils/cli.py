@@ -328,7 +328,7 @@ def build_parser():
                    "(default: the shipped default, see koala_utils.pretrained.DEFAULT)")
     p.add_argument("--temperature", type=float, default=None,
                    help="vivid model only: annealed-mean temperature, 1 = muted mean, lower = more vivid "
-                   "(default 0.38)")
+                   "(default 0.2)")
     p.add_argument("--size", type=int, default=224, help="network input side, px (the output keeps the photo's size)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],

@@ -193,7 +193,7 @@ class OnnxColorizer:
             Any H and W (edge-padded to a multiple of 8, cropped back).
         embedding : ndarray of float32, shape (N, D)
         temperature : float, optional
-            Annealed-mean temperature of a classification head (default 0.38).
+            Annealed-mean temperature of a classification head (default 0.2).
 
         Returns
         -------
@@ -204,12 +204,14 @@ class OnnxColorizer:
         pad = ((0, 0), (0, (-h) % STRIDE), (0, (-w) % STRIDE), (0, 0))
         padded = np.pad(l_scaled, pad, mode="edge") if any(p[1] for p in pad) else l_scaled
         feeds = {"l": np.ascontiguousarray(padded), "embedding": np.asarray(embedding, dtype=np.float32)}
-        out = self.session.run([self.output], feeds)[0][:, :h, :w, :]
+        out = self.session.run([self.output], feeds)[0]
         if self.head != "classification":
-            return out.astype(np.float32, copy=False)
+            return out[:, :h, :w, :].astype(np.float32, copy=False)
         from .classification import TEMPERATURE, annealed_mean
 
-        return annealed_mean(out, TEMPERATURE if temperature is None else temperature, bins=self.bins)
+        # Logits at H/2: decode, then the final nearest-neighbour x2 upsampling (as model.Predictor does).
+        ab = annealed_mean(out, TEMPERATURE if temperature is None else temperature, bins=self.bins)
+        return ab.repeat(2, axis=1).repeat(2, axis=2)[:, :h, :w, :]
 
     def onnx_predictor(self, temperature=None):
         """``predict`` with a fixed temperature: what :mod:`koala_utils.colorize` calls instead of Predictor."""

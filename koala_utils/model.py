@@ -189,7 +189,7 @@ class Predictor:
     Keras' ``model.predict`` builds a data pipeline on every call, which costs
     far more than the network for one photo; ``predict_on_batch`` reuses the
     model's compiled predict function. A classification model's logits are
-    decoded with the annealed mean at ``temperature`` (default 0.38).
+    decoded with the annealed mean at ``temperature`` (default 0.2).
     """
 
     def __init__(self, model, temperature=None):

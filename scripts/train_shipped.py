@@ -90,6 +90,7 @@ def export(args):
     import numpy as np
 
     from koala_utils import data, pretrained
+    from koala_utils.classification import TEMPERATURE
     from koala_utils.color import lightness, scale_l
     from koala_utils.model import Predictor, load_model
     from koala_utils.train import read_history
@@ -132,7 +133,7 @@ def export(args):
         "head": head,
         "train_data": "data/training_manifest.csv (scripts/training_photos.py); checkpoints and settings "
         "chosen on the records' held-out 4 %, never on imagenet_val_1300",
-        **({"num_bins": int(model.output_shape[-1]), "temperature": 0.38} if head == "classification" else {}),
+        **({"num_bins": int(model.output_shape[-1]), "temperature": TEMPERATURE} if head == "classification" else {}),
         "phases": phases,
         "earlier": card.get("earlier", card.get("history_128") and {"summary": card.get("summary")}),
     }
