@@ -181,15 +181,15 @@ PREPARE_CHILD = """
     import os, signal
     from koala_utils import data
 
-    encode, calls = data.encode_jpeg, []
+    example, calls = data._example, []
 
-    def encode_then_die(*args, **kwargs):  # SIGKILL while the second shard is being written
+    def example_then_die(*args, **kwargs):  # SIGKILL while the second shard's records are being written
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGKILL)
-        return encode(*args, **kwargs)
+        return example(*args, **kwargs)
 
-    data.encode_jpeg = encode_then_die
+    data._example = example_then_die
     data.prepare({photos!r}, {out!r}, size=64, shard_size=2, val_fraction=0.25, progress=False)
 """
 
