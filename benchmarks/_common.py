@@ -213,6 +213,29 @@ def target(name, value, op, goal):
     return {"name": name, "value": value, "op": op, "goal": goal, "met": met}
 
 
+def report(name, title, headers, rows, *, figures, load, targets=(), notes=(), tf=True):
+    """A benchmark's result dict, as ``run(quick)`` returns it to :func:`finish`.
+
+    Parameters
+    ----------
+    name, title : str
+        The result's key in ``run_all.py`` and the heading of its table.
+    headers, rows : list
+        The table (see :func:`markdown_table`).
+    figures : dict
+        The measured values, for JSON readers.
+    load : LoadMonitor
+        The monitor that ran around the measurement: its ``other_cores`` goes in.
+    targets, notes : sequence
+        :func:`target` dicts; lines printed under the table.
+    tf : bool
+        Record TensorFlow's version too (see :func:`software`).
+    """
+    return {"name": name, "title": title, "headers": list(headers), "rows": rows, "figures": figures,
+            "other_cores": load.other_cores, "targets": list(targets), "notes": list(notes),
+            "software": software(tf=tf)}
+
+
 def print_result(result):
     """Print a benchmark's result: machine line, table, targets and notes."""
     print()

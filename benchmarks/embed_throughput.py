@@ -127,20 +127,12 @@ def run(quick=False):
         "storage formats:\n\n" + _common.markdown_table(["format", "KB per image", "mean delta ab", "p99 delta ab"],
                                                          fmt_rows),
     ]
-    return {
-        "name": "embed_throughput",
-        "title": "Backbone embedding, record preparation and record size",
-        "headers": ["what", "value"],
-        "rows": rows,
-        "figures": figures,
-        "other_cores": load.other_cores,
-        "targets": [
-            _common.target("bytes per cached image", cache_bytes, "<=", 60_000),
-            _common.target("prepare re-run / fresh", rerun_per_image / per_image, "<=", 0.05),
-        ],
-        "notes": notes,
-        "software": _common.software(),
-    }
+    targets = [
+        _common.target("bytes per cached image", cache_bytes, "<=", 60_000),
+        _common.target("prepare re-run / fresh", rerun_per_image / per_image, "<=", 0.05),
+    ]
+    return _common.report("embed_throughput", "Backbone embedding, record preparation and record size",
+                          ["what", "value"], rows, figures=figures, load=load, targets=targets, notes=notes)
 
 
 def main(argv=None):

@@ -111,17 +111,9 @@ def run(quick=False):
     notes = ["WE, colour WE, CDC in units of 1e-3; colour WE = WE minus the gray source's WE (the floor its L "
              "sets); PSNR in dB against the truth; '-' where there is no truth",
              "speed and memory: benchmarks/video_speed.py"]
-    return {
-        "name": "video_quality",
-        "title": "Video: flicker and accuracy per mode (WE, CDC x 1e-3; PSNR dB)",
-        "headers": ["clip", "frames", "mode", "WE", "colour WE", "CDC", "PSNR", "truth WE", "gray WE", "truth CDC"],
-        "rows": rows,
-        "figures": figures,
-        "other_cores": load.other_cores,
-        "targets": targets,
-        "notes": notes,
-        "software": _common.software(),
-    }
+    return _common.report("video_quality", "Video: flicker and accuracy per mode (WE, CDC x 1e-3; PSNR dB)",
+                          ["clip", "frames", "mode", "WE", "colour WE", "CDC", "PSNR", "truth WE", "gray WE",
+                           "truth CDC"], rows, figures=figures, load=load, targets=targets, notes=notes)
 
 
 def main(argv=None):

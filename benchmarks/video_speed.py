@@ -87,22 +87,17 @@ def run(quick=False):
     keys = ("backbone", "network", "flow", "merge", "total")
     rows = [[mode, fps[mode], *(stages[mode][k] for k in keys)] for mode in MODES]
     growth = rss["end"] - rss["after_40"]
-    return {
-        "name": "video_speed",
-        "title": "Video at 640 x 360, end to end (decode, colorize, flow, encode, audio)",
-        "headers": ["mode", "frames/s", *(f"{k} ms" for k in keys)],
-        "rows": rows,
-        "figures": {"coherent_fps": fps["coherent"], "per_frame_fps": fps["per-frame"],
-                    "coherent_over_per_frame": fps["coherent"] / fps["per-frame"], "rss_after_40_mb": rss["after_40"],
-                    "rss_end_mb": rss["end"], "rss_growth_mb": growth, "long_run_frames": rss["frames"]},
-        "other_cores": load.other_cores,
-        "targets": [_common.target("coherent frames/s at 640 x 360, end to end", fps["coherent"], ">=", 10),
-                    _common.target(f"memory growth from frame 40 to {rss['frames']}, MB", growth, "<=", 50)],
-        "notes": [f"resident memory {rss['after_40']:.0f} MB after 40 frames, {rss['end']:.0f} MB after "
-                  f"{rss['frames']}", "ms per frame by stage; decode and encode are the rest of the total",
-                  "with another job on the cores (see above) these figures are pessimistic"],
-        "software": _common.software(),
-    }
+    figures = {"coherent_fps": fps["coherent"], "per_frame_fps": fps["per-frame"],
+               "coherent_over_per_frame": fps["coherent"] / fps["per-frame"], "rss_after_40_mb": rss["after_40"],
+               "rss_end_mb": rss["end"], "rss_growth_mb": growth, "long_run_frames": rss["frames"]}
+    targets = [_common.target("coherent frames/s at 640 x 360, end to end", fps["coherent"], ">=", 10),
+               _common.target(f"memory growth from frame 40 to {rss['frames']}, MB", growth, "<=", 50)]
+    notes = [f"resident memory {rss['after_40']:.0f} MB after 40 frames, {rss['end']:.0f} MB after {rss['frames']}",
+             "ms per frame by stage; decode and encode are the rest of the total",
+             "with another job on the cores (see above) these figures are pessimistic"]
+    return _common.report("video_speed", "Video at 640 x 360, end to end (decode, colorize, flow, encode, audio)",
+                          ["mode", "frames/s", *(f"{k} ms" for k in keys)], rows, figures=figures, load=load,
+                          targets=targets, notes=notes)
 
 
 def main(argv=None):
