@@ -74,11 +74,6 @@ def class_names(folder, short=False):
     return names
 
 
-def class_wnids(folder):
-    """WordNet ids (``"n01440764"``, ...) of the classes, indexed by label."""
-    return [wnid for wnid, _ in _synsets(folder)]
-
-
 def top_k_accuracy(logits, labels, k=1):
     """Share of samples whose label is among the k highest scores.
 
