@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from koala_utils import evaluate, historical, pretrained, video, video_io
+from koala_utils import color, evaluate, historical, images, pretrained, video, video_io
 from koala_utils.video_metrics import TemporalMetrics, js_divergence, measure
 
 
@@ -113,6 +113,45 @@ def test_coherent_mode_reduces_flicker_on_a_pan(pan_results):
     assert excess["coherent"] < 0.8 * excess["per-frame"], excess
     assert metrics["coherent"]["cdc"] < metrics["per-frame"]["cdc"], metrics
     assert abs(psnrs["coherent"] - psnrs["per-frame"]) < 0.2, psnrs
+
+
+class _StillOracle:
+    """A stand-in network whose answer never moves: the true ab of the clip's first frame, for every frame.
+
+    Per frame, its colours stay where they were in frame 0; any motion of the colours in the coherent mode's
+    output can only come from the flow propagation. The backbone's embedding is blank.
+    """
+
+    def __init__(self, first_ab):
+        self.first_ab = color.scale_ab(first_ab).astype(np.float32)
+
+    def onnx_predictor(self, temperature=None):  # what video.colorize_frames asks a model for
+        return lambda l_scaled, embeddings: np.broadcast_to(self.first_ab, (len(l_scaled), *self.first_ab.shape))
+
+    def embed(self, grays):
+        return np.zeros((len(grays), 1000), np.float32)
+
+
+def test_flow_propagation_carries_colour_along_the_motion():
+    """Crops of a real photo moving by a known step (content goes up and left): frame 0's colours, carried
+    from frame to frame along the flow, must follow the content."""
+    step, frames = (3, 8), 8  # px per frame at 144 x 256; new content enters at the bottom and the right
+    photo = skimage.data.astronaut()
+    clip = [photo[100 + t * step[0] : 244 + t * step[0], 50 + t * step[1] : 306 + t * step[1]].copy()
+            for t in range(frames)]
+    settings = video.Settings(embed_every=1, embed_momentum=0.0, blend=1.0)
+    _, _, h, w = images.pad_box(144, 256, settings.size)
+    truth_ab = [color.rgb_to_lab(cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA))[..., 1:] for f in clip]
+    oracle = _StillOracle(truth_ab[0])
+    out = list(video.colorize_frames(clip, oracle, oracle, settings, return_ab=True))
+    assert not any(cut for _, _, cut in out[1:])
+    scale = h / 144
+    for t in range(1, frames):
+        # The part of frame t already on screen in frame 0 (a margin for the box filter and resampling).
+        keep = tuple(slice(0, n - int(np.ceil(t * d * scale)) - 4) for n, d in zip((h, w), step, strict=True))
+        carried = np.abs(out[t][1][keep] - truth_ab[t][keep]).mean()
+        unmoved = np.abs(truth_ab[0][keep] - truth_ab[t][keep]).mean()  # the oracle's answer, per frame
+        assert carried < 0.35 * unmoved, (t, carried, unmoved)
 
 
 def test_cut_detection_on_real_photos():
