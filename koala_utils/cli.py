@@ -20,34 +20,29 @@ def _err(message):
 def _load_model_arg(model_arg):
     """A shipped model by name ("paper", "vivid"; None: the default one), or a .keras file / run folder.
 
-    Prints one line: which model, its backbone, where its card or config is. Returns (model, backbone name).
+    Prints one line: which model, its backbone, where its card or config is. Returns (model, backbone name,
+    the file the model came from). Refuses (``BackboneMismatchError``) a model that does not say which backbone
+    it was trained with: nothing is assumed.
     """
-    from . import pretrained
+    from . import backbone_record, pretrained
 
     if model_arg == "pretrained":
         model_arg = None
     if model_arg is None or model_arg in pretrained.NAMES:
         model, card = pretrained.load(model_arg, return_info=True)
         name = model_arg or pretrained.DEFAULT
-        backbone = card["backbone"]
+        backbone, card_file = card.get("backbone"), pretrained.card_path(name)
+        if not backbone:
+            raise backbone_record.BackboneMismatchError(f"{card_file}: the card names no backbone")
         print(f"model: shipped '{name}' ({card.get('head', 'regression')} head, backbone {backbone}); "
-              f"card: {pretrained.card_path(name)}", file=sys.stderr)
-        return model, backbone
-    from .model import load_model
-
+              f"card: {card_file}", file=sys.stderr)
+        return model, backbone, str(card_file)
     path = Path(model_arg)
     if path.is_dir():
         path = path / "best.keras" if (path / "best.keras").is_file() else path / "last.keras"
-    config = path.parent / "config.json"
-    model = load_model(path)
-    if config.is_file():
-        backbone = json.loads(config.read_text())["backbone"]
-        where = f"config: {config}"
-    else:
-        backbone = "efficientnet_lite0"
-        where = f"no config.json beside it: ASSUMING backbone {backbone} (pass a run folder to be sure)"
-    print(f"model: {path} (backbone {backbone}); {where}", file=sys.stderr)
-    return model, backbone
+    model, backbone, source = backbone_record.load_file(path)
+    print(f"model: {path} (backbone {backbone}, recorded in {source})", file=sys.stderr)
+    return model, backbone, str(path)
 
 
 def cmd_prepare(args):
@@ -141,9 +136,14 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
+    from . import backbone_record
+    from .data import read_manifest
     from .evaluate import evaluate_records, format_table
 
-    model, _ = _load_model_arg(args.model)
+    model, _, where = _load_model_arg(args.model)
+    manifest = read_manifest(args.records)
+    backbone_record.check(model, manifest["backbone"], manifest["embed_dim"], what=where,
+                          against=f"the backbone of the records {args.records}")
     result = evaluate_records(model, args.records, split=args.split, limit=args.limit)
     print(format_table(result))
     if args.json:
@@ -162,7 +162,7 @@ def _colorize_engine(args):
     try:
         from .backbones import get_backbone
 
-        model, backbone_name = _load_model_arg(args.model)
+        model, backbone_name, _ = _load_model_arg(args.model)
     except ImportError as exc:
         raise ImportError(f"the keras engine needs Keras and TensorFlow (pip install 'koalarization[tf-cpu]'): {exc}") \
             from exc
@@ -173,7 +173,7 @@ def cmd_export(args):
     from .onnx_export import export
 
     try:
-        model, backbone = _load_model_arg(args.model)
+        model, backbone, _ = _load_model_arg(args.model)
         out, backbone_file = export(model, args.out, backbone=backbone, float16=args.float16, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as exc:
         _err(str(exc))
@@ -385,12 +385,14 @@ def _video_defaults():
 
 
 def main(argv=None):
+    from .backbone_record import BackboneMismatchError
+
     args = build_parser().parse_args(argv)
     if getattr(args, "model", None) == "pretrained":
         args.model = None
     try:
         return args.func(args)
-    except (FileNotFoundError, IsADirectoryError) as exc:
+    except (FileNotFoundError, IsADirectoryError, BackboneMismatchError) as exc:
         _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

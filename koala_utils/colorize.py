@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import color, images
+from . import backbone_record, color, images
 
 OUTPUT_SUFFIX = "_colorized"
 BILINEAR = Image.Resampling.BILINEAR
@@ -62,7 +62,13 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None):
         white padding is cropped away), at the network's resolution.
     timings : dict
         Seconds spent in ``backbone`` and ``network``.
+
+    Raises
+    ------
+    koala_utils.backbone_record.BackboneMismatchError
+        The model records another backbone, or takes embeddings of another width.
     """
+    check_backbone(model, backbone)
     start = time.perf_counter()
     padded, (top, left, h, w) = images.resize_pad(gray, size)
     # The backbone pads the photo into its own square: when that is `size` too, the padded photo
@@ -75,6 +81,13 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None):
     end = time.perf_counter()
     ab = color.unscale_ab(ab_scaled[top : top + h, left : left + w])
     return ab, {"backbone": mid - start, "network": end - mid}
+
+
+def check_backbone(model, backbone):
+    """Refuse a ``backbone`` (``.name``, ``.dim``) other than the one ``model`` records (see
+    :func:`koala_utils.backbone_record.check`)."""
+    backbone_record.check(model, getattr(backbone, "name", None), getattr(backbone, "dim", None),
+                          against=f"the backbone given ({getattr(backbone, 'name', type(backbone).__name__)})")
 
 
 def colorize(image, model, backbone, size=224, return_timings=False, temperature=None):
@@ -154,7 +167,13 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
     dict
         ``written``: list of (input, output) paths; ``failed``: list of
         (input, reason).
+
+    Raises
+    ------
+    koala_utils.backbone_record.BackboneMismatchError
+        Before any file is read: the model and the backbone do not go together.
     """
+    check_backbone(model, backbone)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in paths]

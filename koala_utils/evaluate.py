@@ -184,11 +184,21 @@ def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
         ``names``; ``truth``, ``pred`` and ``gray`` RGB uint8 photos cropped to
         their content (the white padding removed), each a list of (h, w, 3);
         ``pred_ab``: the network's scaled ab for each, float32 (h, w, 2).
+
+    Raises
+    ------
+    koala_utils.backbone_record.BackboneMismatchError
+        The records hold embeddings of another backbone than the one the model
+        records (or of another width).
     """
+    from . import backbone_record
     from .color import lab_scaled_to_rgb, lightness, scale_l
-    from .data import load_arrays
+    from .data import load_arrays, read_manifest
     from .model import Predictor
 
+    manifest = read_manifest(records_dir)
+    backbone_record.check(model, manifest["backbone"], manifest["embed_dim"],
+                          against=f"the backbone of the records {records_dir}")
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
     truth, pred, gray, pred_ab = [], [], [], []

@@ -27,7 +27,18 @@ class FusionLayer(layers.Layer):
 
     Call with ``[features, embedding]``: features ``(N, h, w, C)`` and embedding
     ``(N, D)`` give ``(N, h, w, C + D)``. Works for any ``h`` and ``w``.
+
+    ``backbone`` names the network whose embeddings the model was trained on; it
+    is saved in the layer's config, so a ``.keras`` file says which backbone it
+    needs (see :mod:`koala_utils.backbone_record`). None: not recorded.
     """
+
+    def __init__(self, backbone=None, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}
 
     def call(self, inputs):
         features, embedding = inputs
@@ -72,7 +83,7 @@ class AbBins(layers.Layer):
 
 
 def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", head="regression", bins=None,
-                prior=None):
+                prior=None, backbone=None):
     """Build the colorization network.
 
     Parameters
@@ -94,6 +105,11 @@ def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", he
         Classification head only: the ab bins (default
         :func:`koala_utils.classification.ab_bins`) and their prior, stored
         in the model.
+    backbone : str, optional
+        The backbone whose ``embed_dim``-wide embeddings the model takes
+        (e.g. ``"efficientnet_lite0"``), recorded in the ``fusion_tile``
+        layer and in every ``.keras`` file saved from the model. None records
+        none: the command line then refuses the saved file.
 
     Returns
     -------
@@ -112,7 +128,7 @@ def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", he
     for i, (filters, strides) in enumerate(ENCODER, start=1):
         x = _conv(filters, f"encoder_{i}", dtype, strides=strides)(x)
 
-    x = FusionLayer(name="fusion_tile", dtype=dtype)([x, embedding])
+    x = FusionLayer(backbone=backbone, name="fusion_tile", dtype=dtype)([x, embedding])
     x = _conv(FUSION_FILTERS, "fusion_conv", dtype, kernel=1)(x)
 
     x = _conv(128, "decoder_1", dtype)(x)

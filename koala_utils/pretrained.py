@@ -57,8 +57,18 @@ def info(name=None):
 
 
 def export(model, card, weights_path=WEIGHTS, card_path=CARD):
-    """Write a model's weights as float16 HDF5 arrays (bins and prior in float32), and its card as JSON."""
+    """Write a model's weights as float16 HDF5 arrays (bins and prior in float32), and its card as JSON.
+
+    The card's ``"backbone"`` and ``"embed_dim"`` must be there and match what the model records
+    (:func:`koala_utils.backbone_record.check`).
+    """
     import h5py
+
+    from . import backbone_record
+
+    if not card.get("backbone"):
+        raise ValueError(f"{card_path}: the card must name the model's backbone")
+    backbone_record.check(model, card["backbone"], card.get("embed_dim"), against=f"the card {card_path}")
 
     weights_path, card_path = Path(weights_path), Path(card_path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +120,7 @@ def load(name=None, return_info=False, weights_path=None, card_path=None):
     card = json.loads(Path(card_path).read_text())
     head = card.get("head", "regression")
     bins = np.zeros((card["num_bins"], 2), np.float32) if head == "classification" else None
-    model = build_model(card.get("embed_dim", 1000), head=head, bins=bins)
+    model = build_model(card.get("embed_dim", 1000), head=head, bins=bins, backbone=card.get("backbone"))
     with h5py.File(weights_path, "r") as fh:
         arrays = [np.asarray(fh[key], dtype=np.float32) for key in sorted(fh.keys())]
     shapes = [tuple(w.shape) for w in model.weights]

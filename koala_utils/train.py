@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import data, run_config
+from . import backbone_record, data, run_config
 from .model import build_model, compile_model
 
 POLICIES = {"fp32": None, "float32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -266,13 +266,17 @@ def copy_matching_weights(source, target):
     return copied
 
 
-def _build(embed_dim, policy, learning_rate, initial_model, loss="mse", records_dir=None):
+def _build(embed_dim, policy, learning_rate, initial_model, loss="mse", records_dir=None, backbone=None):
+    """The compiled network, recording ``backbone``; ``initial_model``'s weights copied in (it must match)."""
     if loss == "classification":
         bins, prior, loss_fn = _classification_setup(records_dir)
-        model = build_model(embed_dim, dtype_policy=policy, head="classification", bins=bins, prior=prior)
+        model = build_model(embed_dim, dtype_policy=policy, head="classification", bins=bins, prior=prior,
+                            backbone=backbone)
     else:
-        model, loss_fn = build_model(embed_dim, dtype_policy=policy), "mse"
+        model, loss_fn = build_model(embed_dim, dtype_policy=policy, backbone=backbone), "mse"
     if initial_model is not None:
+        backbone_record.check(initial_model, backbone, embed_dim, what="initial_model",
+                              against=f"the backbone of {records_dir}")
         if initial_model.output_shape[-1] == model.output_shape[-1]:
             model.set_weights(initial_model.get_weights())
         else:
@@ -439,7 +443,7 @@ def train(
         validation_steps = max(1, math.ceil(val_count / global_batch))
     if lr_decay:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps_per_epoch * epochs, alpha=0.1)
-    build_args = (manifest["embed_dim"], policy, learning_rate, initial_model, loss, records_dir)
+    build_args = (manifest["embed_dim"], policy, learning_rate, initial_model, loss, records_dir, manifest["backbone"])
     if strategy is not None:
         with strategy.scope():
             model = _build(*build_args)

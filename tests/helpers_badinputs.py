@@ -270,7 +270,7 @@ def constant_color_model(path=None):
     """
     from koala_utils.model import build_model
 
-    model = build_model()
+    model = build_model(backbone="efficientnet_lite0")
     layer = model.get_layer("decoder_ab")
     kernel, bias = layer.get_weights()
     layer.set_weights([np.zeros_like(kernel), np.asarray(AB_BIAS, dtype=bias.dtype)])

@@ -32,6 +32,10 @@ def test_pipeline(workspace, capsys):
             "--steps-per-epoch", "2", "--verbose", "0"]
     assert main(args) == EXIT_OK
     assert (run / "best.keras").is_file()
+    from koala_utils.backbone_record import recorded
+    from koala_utils.model import load_model
+
+    assert recorded(load_model(run / "best.keras")) == ("efficientnet_lite0", 1000)  # the model says its backbone
 
     assert main(["evaluate", str(run), str(records)]) == EXIT_OK
     table = capsys.readouterr().out
@@ -125,3 +129,65 @@ def test_resume_with_other_settings_stops_and_names_them(small_records, tmp_path
         err = capsys.readouterr().err
         assert f"{setting}: recorded" in err and "--force" in err, err
         assert (run / "config.json").read_text() == first  # the record is untouched
+
+
+# ----------------------------------------------------------------- the backbone travels with the model
+def _saved_model(folder, backbone=None, config_backbone=None):
+    """A freshly built network saved as ``folder/best.keras`` recording ``backbone`` (None: no record), with a
+    run folder's config.json naming ``config_backbone`` beside it when given."""
+    import json
+
+    from koala_utils.model import build_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "best.keras"
+    build_model(backbone=backbone).save(path)
+    if config_backbone:
+        (folder / "config.json").write_text(json.dumps({"backbone": config_backbone, "embed_dim": 1000}))
+    return path
+
+
+def test_a_model_that_records_no_backbone_is_refused(small_records, sample_photos, tmp_path, capsys):
+    records, _ = small_records
+    path = _saved_model(tmp_path / "bare", backbone=None)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["colorize", str(sample_photos[0]), "-o", str(out), "--model", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert str(path) in err and "backbone" in err and "refusing to guess" in err and "Traceback" not in err
+    assert not out.exists()  # nothing colorized with a guessed backbone
+    assert main(["evaluate", str(path.parent), str(records), "--limit", "2"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert str(path) in err and "refusing to guess" in err
+    assert main(["export", str(path), str(tmp_path / "bare.onnx")]) == EXIT_USAGE
+    assert not (tmp_path / "bare.onnx").exists()
+
+
+def test_records_of_another_backbone_are_refused(small_records, tmp_path, capsys):
+    records, _ = small_records
+    path = _saved_model(tmp_path / "irv2", backbone="inception_resnet_v2")
+    capsys.readouterr()
+    assert main(["evaluate", str(path), str(records), "--limit", "2"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert str(path) in err and str(records) in err, err
+    assert "inception_resnet_v2" in err and "efficientnet_lite0" in err, err
+
+
+def test_a_run_folder_whose_config_disagrees_with_its_model_is_refused(sample_photos, tmp_path, capsys):
+    path = _saved_model(tmp_path / "run", backbone="efficientnet_lite0", config_backbone="inception_resnet_v2")
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["colorize", str(sample_photos[0]), "-o", str(out), "--model", str(path.parent)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert str(path.parent / "config.json") in err and "inception_resnet_v2" in err and "efficientnet_lite0" in err
+    assert not out.exists()
+
+
+def test_an_older_model_takes_its_backbone_from_its_run_folder(small_records, tmp_path, capsys):
+    # A run folder trained before models recorded their backbone: config.json says which one.
+    records, _ = small_records
+    path = _saved_model(tmp_path / "old_run", backbone=None, config_backbone="efficientnet_lite0")
+    capsys.readouterr()
+    assert main(["evaluate", str(path.parent), str(records), "--limit", "2"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert f"recorded in {path.parent / 'config.json'}" in err

@@ -71,6 +71,20 @@ def test_colorize_files_reports_and_never_overwrites(model, lite0, tmp_path, his
     assert again["written"] == [] and "exists" in again["failed"][0][1]
 
 
+def test_a_backbone_the_model_was_not_trained_with_is_refused(lite0, tmp_path, historical_folder):
+    from koala_utils.backbone_record import BackboneMismatchError
+
+    irv2_model = build_model(backbone="inception_resnet_v2")
+    src = historical_folder / "photos" / "paper_fig7_4_junkers_aircraft.png"
+    with pytest.raises(BackboneMismatchError, match="inception_resnet_v2.*efficientnet_lite0"):
+        colorize(src, irv2_model, lite0)
+    with pytest.raises(BackboneMismatchError, match="1001-d"):
+        colorize(src, build_model(embed_dim=1001), lite0)  # no name recorded: the width is still checked
+    with pytest.raises(BackboneMismatchError):  # one error up front, not one failure per file
+        colorize_files([src, src], tmp_path / "out", irv2_model, lite0)
+    assert not (tmp_path / "out").exists()
+
+
 def _colour_from_lightness(embed_dim=1000):
     """A network whose ab at each pixel is a fixed multiple of the (padded) input's scaled L there."""
     l_input = keras.Input((None, None, 1), name="l")

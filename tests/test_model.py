@@ -96,6 +96,17 @@ def test_save_and_load_with_safe_mode(model, tmp_path):
     assert "Lambda" not in json.dumps(model.get_config())
 
 
+def test_the_backbone_record_survives_saving_with_safe_mode(tmp_path):
+    from koala_utils import pretrained
+    from koala_utils.backbone_record import recorded
+
+    path = tmp_path / "irv2.keras"
+    build_model(backbone="inception_resnet_v2").save(path)
+    assert recorded(load_model(path)) == ("inception_resnet_v2", 1000)
+    assert recorded(build_model(embed_dim=7)) == (None, 7)  # built without one: nothing is assumed
+    assert recorded(pretrained.load("paper")) == ("efficientnet_lite0", 1000)  # the shipped weights, from the card
+
+
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         load_model(tmp_path / "missing.keras")
