@@ -16,8 +16,8 @@ The two engines (koala_utils.engine), side by side in the same run: warm latency
 the onnx engine (onnxruntime) against Keras at each size, runs interleaved; and the
 cold start of ``koala colorize`` on the 2000 x 1333 photo, process start to PNG
 written, for ``--engine onnx`` and ``--engine keras`` alternately. ``--env-size``
-also builds a fresh venv with only the ``colorize`` extra (from PyPI) and compares
-its size with what the ``tf-cpu`` install holds.
+also measures fresh venvs with the ``colorize`` and the ``tf-cpu`` extras (from PyPI;
+benchmarks/install_size.py, which also runs alone).
 """
 
 import cProfile
@@ -117,47 +117,15 @@ def cold_start(photo, repeats, warmup=1):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _dist_bytes(names, python=sys.executable):
-    """Installed bytes of the named distributions in the environment of ``python`` (from their RECORD files)."""
-    code = ("import importlib.metadata as m, json, sys, re\n"
-            "names = set(json.loads(sys.argv[1])); total = 0\n"
-            "for d in m.distributions():\n"
-            "    if re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() in names:\n"
-            "        total += sum(f.size or 0 for f in d.files or [])\n"
-            "print(total)")
-    import json
-
-    return int(subprocess.run([python, "-c", code, json.dumps(sorted(names))], capture_output=True, text=True,
-                              check=True).stdout)
-
-
-def _resolved(extra, python=sys.executable):
-    """Normalised names of the distributions ``pip install .[extra]`` installs (pip's dry-run report)."""
-    import json
-    import re
-
-    with tempfile.TemporaryDirectory() as tmp:
-        report = os.path.join(tmp, "report.json")
-        subprocess.run([python, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed", "--report",
-                        report, f"{_common.ROOT}[{extra}]"], check=True, capture_output=True)
-        items = json.loads(open(report).read())["install"]
-    return {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower() for item in items}
-
-
 def env_sizes():
-    """MB installed by ``.[colorize]`` (a fresh venv, built here from PyPI) and by ``.[tf-cpu]`` (this venv)."""
-    venv = _common.CACHE / "venv_colorize"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{_common.ROOT}[colorize]"], check=True)
-    light = _resolved("colorize")
-    full = _resolved("tf-cpu")
-    sizes = {"colorize_mb": _dist_bytes(light, str(python)) / 1e6, "tf_cpu_mb": _dist_bytes(full) / 1e6}
-    du = subprocess.run(["du", "-sk", str(venv)], capture_output=True, text=True, check=True).stdout.split()[0]
-    sizes["colorize_venv_du_mb"] = int(du) * 1024 / 1e6
-    sizes["ratio"] = sizes["colorize_mb"] / sizes["tf_cpu_mb"]
-    return sizes
+    """MB of fresh venvs with ``.[colorize]`` and ``.[tf-cpu]`` (benchmarks/install_size.py), both ways."""
+    import install_size
+
+    sizes = install_size.measure()
+    light, full = sizes[install_size.LIGHT], sizes[install_size.FULL]
+    return {"colorize_mb": light["files_mb"], "tf_cpu_mb": full["files_mb"],
+            "ratio": light["files_mb"] / full["files_mb"], "colorize_du_mb": light["du_mb"],
+            "tf_cpu_du_mb": full["du_mb"], "ratio_du": light["du_mb"] / full["du_mb"]}
 
 
 def profile(path, model, backbone, top=15):
@@ -217,11 +185,14 @@ def run(quick=False, do_profile=False, do_env_size=False):
     else:
         notes.append("onnx engine not measured: onnxruntime or the shipped ONNX files are missing")
     if sizes:
-        figures.update(env_colorize_mb=sizes["colorize_mb"], env_tf_cpu_mb=sizes["tf_cpu_mb"])
-        notes.append(f"install size: .[colorize] {sizes['colorize_mb']:.0f} MB (fresh venv, "
-                     f"{sizes['colorize_venv_du_mb']:.0f} MB on disk with pip), .[tf-cpu] {sizes['tf_cpu_mb']:.0f} MB;"
-                     f" ratio {sizes['ratio']:.3f}")
-        targets.append(_common.target("install size colorize / tf-cpu", sizes["ratio"], "<=", 0.25))
+        figures.update(env_colorize_mb=sizes["colorize_mb"], env_tf_cpu_mb=sizes["tf_cpu_mb"],
+                       env_colorize_du_mb=sizes["colorize_du_mb"], env_tf_cpu_du_mb=sizes["tf_cpu_du_mb"])
+        notes.append(f"install size, fresh venvs: .[colorize] {sizes['colorize_mb']:.0f} MB, .[tf-cpu] "
+                     f"{sizes['tf_cpu_mb']:.0f} MB of installed files (ratio {sizes['ratio']:.3f}); du "
+                     f"{sizes['colorize_du_mb']:.0f} and {sizes['tf_cpu_du_mb']:.0f} MB "
+                     f"(ratio {sizes['ratio_du']:.3f})")
+        targets.append(_common.target("install size colorize / tf-cpu, installed files", sizes["ratio"], "<=", 0.25))
+        targets.append(_common.target("install size colorize / tf-cpu, du", sizes["ratio_du"], "<=", 0.25))
     if report:
         notes.append("cProfile of the largest photo (tottime):\n\n```\n" + report.strip() + "\n```")
     big = big_total(figures, photos)
@@ -246,7 +217,7 @@ def big_total(figures, photos):
 def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--profile", action="store_true", help="print cProfile's top functions for the largest photo")
-    p.add_argument("--env-size", action="store_true", help="also build a venv with only the colorize extra (PyPI)")
+    p.add_argument("--env-size", action="store_true", help="also measure fresh colorize and tf-cpu venvs (PyPI)")
     args = p.parse_args(argv)
     started = time.perf_counter()
     return _common.finish(run(args.quick, args.profile, args.env_size), args, started)
