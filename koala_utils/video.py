@@ -10,9 +10,11 @@ the whole frame jump with them. That is most of its flicker. The coherent mode:
    detected when the L histograms of consecutive frames differ by more than
    ``cut_threshold`` (total variation distance, 0-1).
 2. **Flow propagation.** The previous output's ab is carried along the optical
-   flow (DIS, at the network's resolution) and blended with the new prediction,
-   ``blend`` of the propagated ab where the forward-backward check finds the
-   pixel was visible in the previous frame, and the new prediction where not
+   flow (DIS, ``flow_preset``, at the network's resolution) and blended with the
+   new prediction, ``blend`` of the propagated ab where the forward-backward
+   check (``flow_tolerance``) finds the pixel was visible in the previous frame
+   and the carried pixel's gray level matches the new one's (weight
+   exp(-(dL / ``match_sigma``)^2)), and the new prediction where not
    (occlusions, new content, after a cut).
 
 Both modes run the network on the frame resized so its longest side is
@@ -20,8 +22,9 @@ Both modes run the network on the frame resized so its longest side is
 convolutional, and the padding would double its cost on 16:9 frames), in
 batches; the ab is upsampled to full resolution and merged with the frame's
 own L, as for photos. Memory is flat in the clip's length: frames are decoded,
-colorized and encoded ``batch`` at a time. Defaults were chosen on pans over
-bundled historical photos (see docs/video.md), not on the clips reported there.
+colorized and encoded ``batch`` at a time. Defaults were chosen on clips made from
+bundled historical photos (benchmarks/video_tuning.py, docs/video.md), not on
+the clips reported there.
 """
 
 import time
@@ -46,13 +49,13 @@ def histogram_distance(gray_a, gray_b, bins=64):
 class _State:
     """What the coherent mode carries from frame to frame."""
 
-    def __init__(self):
+    def __init__(self, settings):
         self.index = 0
         self.small = None  # previous small gray frame
         self.ab = None  # previous output ab, small
         self.embedding = None
         self.since_embed = 0  # frames since the backbone last ran
-        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self.flow = cv2.DISOpticalFlow_create(settings.flow_preset)
 
 
 def _prepare(frame, size):
@@ -96,7 +99,10 @@ def _propagate(ab_pred, small, cut, state, settings):
         return ab_pred
     back = state.flow.calc(small, state.small, None)  # t -> t-1
     fwd = state.flow.calc(state.small, small, None)  # t-1 -> t
-    reliable = consistent(back, fwd).astype(np.float32)
+    reliable = consistent(back, fwd, beta=settings.flow_tolerance).astype(np.float32)
+    if settings.match_sigma > 0:  # the carried pixel must also look like this one
+        diff = warp(state.small, back).astype(np.float32) - small.astype(np.float32)
+        reliable *= np.exp(-((diff / settings.match_sigma) ** 2))
     weight = settings.blend * cv2.blur(reliable, (5, 5))[..., None]
     carried = warp(state.ab, back)
     return weight * carried + (1 - weight) * ab_pred
@@ -158,7 +164,7 @@ def colorize_frames(frames, model, backbone, settings=None, return_ab=False, tim
     for key in ("backbone", "network", "flow", "merge"):
         timings.setdefault(key, 0.0)
     predictor = predictor_for(model)  # Keras or the onnx engine (koala_utils.engine)
-    state, batch = _State(), []
+    state, batch = _State(settings), []
     for frame in frames:
         frame = np.asarray(frame)
         batch.append(frame if frame.ndim == 3 else images.gray_to_rgb(frame))

@@ -12,7 +12,10 @@ class Settings:
     embed_every: int = 2  # the backbone runs on every n-th frame (and on cuts)
     embed_momentum: float = 0.3  # EMA weight of the past embedding at each backbone run (0: none)
     cut_threshold: float = 0.2  # L-histogram distance (0-1) above which a frame starts a new scene
-    blend: float = 0.7  # weight of the flow-propagated ab where the flow is reliable (0: none)
+    blend: float = 0.9  # weight of the flow-propagated ab where the flow is reliable (0: none)
+    flow_preset: int = 1  # DIS preset of the propagation's flow: 0 ultrafast, 1 fast, 2 medium
+    flow_tolerance: float = 2.0  # forward-backward check: squared px of round-trip error let through
+    match_sigma: float = 10.0  # gray levels: the carried colour's weight falls as exp(-(dL / match_sigma)^2)
 
     @classmethod
     def per_frame(cls, **kwargs):
