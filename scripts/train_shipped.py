@@ -19,6 +19,7 @@ of every session.
 import argparse
 import json
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,16 +64,23 @@ def run_phase(args):
 
     run_dir = Path(args.runs) / f"{args.model}_{args.phase}"
     loss = "classification" if args.model == "vivid" else "mse"
+    seed = phase_seed(args.model, args.phase) if args.seed is None else args.seed
     callbacks = [TimeBudget.make(args.minutes)] if args.minutes else []
     start = time.time()
     train(args.records, run_dir, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
           mixed_precision="bf16", image_size=args.size, steps_per_epoch=args.steps_per_epoch,
           validation_steps=args.validation_steps, embedding_dropout=args.embedding_dropout, min_crop=args.min_crop,
           initial_model=_initial_model(args.init, args.model), loss=loss, lr_decay=args.lr_decay, verbose=2,
-          backup_every_steps=50, callbacks=callbacks)
+          backup_every_steps=50, callbacks=callbacks, seed=seed)
     timing = run_dir / "wall_time.json"
     spent = time.time() - start + (json.loads(timing.read_text())["seconds"] if timing.exists() else 0)
     timing.write_text(json.dumps({"seconds": spent, "init": args.init}))
+
+
+def phase_seed(model, phase):
+    """The seed of a phase: different for every model and phase, so that a phase that stops after a part of an
+    epoch's worth of photos does not see the same first photos, in the same order, as the phase before it."""
+    return zlib.crc32(f"{model}/{phase}".encode()) % 2**31
 
 
 def _relative(path):
@@ -114,6 +122,7 @@ def export(args):
         "batch_size": config["batch_size"],
         "learning_rate": config["learning_rate"],
         "lr_decay": config.get("lr_decay", False),
+        "seed": config.get("seed"),
         "embedding_dropout": config["embedding_dropout"],
         "min_crop": config["min_crop"],
         "epochs": len(history.get("epoch", [])),
@@ -166,6 +175,8 @@ def main(argv=None):
     parser.add_argument("--lr-decay", action="store_true", help="cosine decay over the phase's epochs")
     parser.add_argument("--embedding-dropout", type=float, default=0.2)
     parser.add_argument("--min-crop", type=float, default=0.6)
+    parser.add_argument("--seed", type=int, default=None, help="shuffling and augmentation seed (default: from "
+                        "the model and phase names, so each phase sees the photos in a new order)")
     parser.add_argument("--init", default="shipped", help="shipped | paper | vivid | none | a .keras file")
     parser.add_argument("--export", action="store_true", help="export this phase's best checkpoint, and stop")
     parser.add_argument("--summary", default=None, help="with --export: the card's one-line summary")
