@@ -79,7 +79,29 @@ def test_committed_onnx_files_are_what_the_script_builds(tmp_path):
     assert {p.name for p in written} == committed_files >= {f"{name}.onnx" for name in engine.shipped_models()}
     for path in written:
         committed = engine.pretrained.PRETRAINED_DIR / path.name
-        assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: python scripts/export_onnx.py"
+        if committed.read_bytes() != path.read_bytes():
+            assert_same_but_rounding(committed, path)
+
+
+def assert_same_but_rounding(committed, built, rtol=1e-6):
+    """The same graph, metadata and weights, the weights equal up to float32 rounding (at most ``rtol`` of each
+    tensor's largest value): the float32 backbone converted on another CPU differs in the last bits
+    (2e-7 of the largest weight between this machine and the one that built the committed file)."""
+    import onnx
+    from onnx import numpy_helper
+
+    old, new = onnx.load(str(committed)), onnx.load(str(built))
+    weights = [{i.name: numpy_helper.to_array(i) for i in m.graph.initializer} for m in (old, new)]
+    for m in (old, new):
+        m.graph.ClearField("initializer")
+    stale = f"{committed} is stale: python scripts/export_onnx.py"
+    assert old.SerializeToString() == new.SerializeToString(), stale
+    assert weights[0].keys() == weights[1].keys(), stale
+    for name, a in weights[0].items():
+        b = weights[1][name]
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{stale} ({name})"
+        scale = float(np.abs(a).max()) if a.size and a.dtype.kind == "f" else 0.0
+        assert np.abs(a.astype(np.float64) - b.astype(np.float64)).max(initial=0) <= rtol * scale, f"{stale} ({name})"
 
 
 def _normalise(name):
