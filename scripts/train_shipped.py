@@ -114,7 +114,7 @@ def export(args):
     phase = {
         "phase": args.phase,
         "run": _relative(run_dir),
-        "init": timing.get("init"),
+        "init": _relative(timing["init"]) if Path(str(timing.get("init"))).suffix == ".keras" else timing.get("init"),
         "records": _relative(config["records_dir"]),
         "train_photos": manifest["counts"]["train"],
         "val_photos_for_selection": manifest["counts"]["val"],
