@@ -190,6 +190,22 @@ def load_model(path):
         raise ValueError(f"{path}: refused to load model ({type(exc).__name__}: {exc})") from exc
 
 
+def copy_matching_weights(source, target):
+    """Copy the weights of every layer that both models have, by name and shape (e.g. the trunk of an MSE
+    model into a classification model). Returns the names of the layers copied."""
+    copied = []
+    for layer in target.layers:
+        try:
+            other = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        mine, theirs = layer.get_weights(), other.get_weights()
+        if mine and len(mine) == len(theirs) and all(a.shape == b.shape for a, b in zip(mine, theirs, strict=True)):
+            layer.set_weights(theirs)
+            copied.append(layer.name)
+    return copied
+
+
 def pad_to_multiple(array, multiple=STRIDE):
     """Pad the H and W axes of ``(N, H, W, C)`` at the bottom/right to a multiple, repeating the edge pixels."""
     h, w = array.shape[1], array.shape[2]
