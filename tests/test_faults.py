@@ -179,9 +179,9 @@ def test_backup_is_written_atomically(small_records, tmp_path, monkeypatch):
 # ----------------------------------------------------------------- prepare killed
 PREPARE_CHILD = """
     import os, signal
-    from koala_utils import data
+    from koala_utils import data, record_writer
 
-    example, calls = data._example, []
+    example, calls = record_writer._example, []
 
     def example_then_die(*args, **kwargs):  # SIGKILL while the second shard's records are being written
         calls.append(1)
@@ -189,7 +189,7 @@ PREPARE_CHILD = """
             os.kill(os.getpid(), signal.SIGKILL)
         return example(*args, **kwargs)
 
-    data._example = example_then_die
+    record_writer._example = example_then_die
     data.prepare({photos!r}, {out!r}, size=64, shard_size=2, val_fraction=0.25, progress=False)
 """
 
