@@ -164,7 +164,10 @@ class OnnxColorizer:
         if set(inputs) != {"l", "embedding"} or len(inputs["l"]) != 4 or len(inputs["embedding"]) != 2:
             raise OnnxModelError(f"{self.path}: expected inputs l (N, H, W, 1) and embedding (N, D), got {inputs}")
         self.name = meta.get("koala.model", self.path.stem)
-        self.backbone_name = meta.get("koala.backbone", "efficientnet_lite0")
+        if "koala.backbone" not in meta:
+            raise OnnxModelError(f"{self.path}: the file does not record which backbone it goes with "
+                                 "(no koala.backbone in its metadata); re-export it with `koala export`")
+        self.backbone_name = meta["koala.backbone"]
         self.embed_dim = int(meta["koala.embed_dim"])
         self.head = meta.get("koala.head", "regression")
         self.output = self.session.get_outputs()[0].name
@@ -298,14 +301,14 @@ def load_onnx(model=None):
 
 def load_keras(model=None):
     """A Keras model and its :class:`~koala_utils.backbones.Backbone` for a shipped name or a path."""
-    from . import backbones
-    from .model import load_model
+    from . import backbone_record, backbones
 
     if model is None or model == "pretrained" or str(model) in shipped_models():
         kwargs = {} if model in (None, "pretrained") or not getattr(pretrained, "NAMES", None) else {"name": model}
         net, card = pretrained.load(return_info=True, **kwargs)
-        return net, backbones.get_backbone(card.get("backbone", "efficientnet_lite0"))
-    return load_model(model), backbones.get_backbone("efficientnet_lite0")
+        return net, backbones.get_backbone(card["backbone"])
+    net, backbone, _ = backbone_record.load_file(model)  # refuses a file whose backbone is not recorded
+    return net, backbones.get_backbone(backbone)
 
 
 def load(engine="auto", model=None):

@@ -257,3 +257,26 @@ def test_cli_colorizes_a_video_with_tensorflow_and_keras_unimportable(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "onnx engine" in result.stderr
     assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_an_onnx_colorizer_that_names_no_backbone_is_refused(tmp_path):
+    import onnx
+
+    proto = onnx.load(str(engine.shipped_onnx_path(engine.default_model_name())))
+    kept = [p for p in proto.metadata_props if p.key != "koala.backbone"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    path = tmp_path / "anonymous.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(engine.OnnxModelError, match="anonymous.onnx.*backbone"):
+        engine.OnnxColorizer(path)
+
+
+def test_the_keras_engine_refuses_a_model_file_that_names_no_backbone(tmp_path):
+    from koala_utils import backbone_record
+    from koala_utils.model import build_model
+
+    path = tmp_path / "bare.keras"
+    build_model(1000).save(path)  # records no backbone, and no config.json beside it
+    with pytest.raises(backbone_record.BackboneMismatchError, match="bare.keras"):
+        engine.load_keras(path)
