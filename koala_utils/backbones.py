@@ -158,14 +158,11 @@ class Backbone:
         return self._run(photos, batch_size)
 
     def _square_gray(self, image):
-        padded, _ = images.resize_pad(_to_gray_uint8(image), self.input_size)
+        padded, _ = images.resize_pad(images.gray_uint8(image), self.input_size)
         return padded
 
     def _square_rgb(self, image):
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            image = images.array_to_rgb(image)
-        padded, _ = images.resize_pad(image, self.input_size)
+        padded, _ = images.resize_pad(images.array_to_rgb(image), self.input_size)
         return padded
 
     def _run(self, squares, batch_size):
@@ -196,16 +193,6 @@ def _as_list(images_in):
             return list(images_in)
         raise ValueError(f"expected photos of shape (N, H, W[, C]), got {images_in.shape}")
     return list(images_in)
-
-
-def _to_gray_uint8(image):
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of any dtype -> (H, W) uint8."""
-    image = np.asarray(image)
-    if image.dtype == np.uint8 and image.ndim == 2:
-        return image
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 1:
-        return image[..., 0]
-    return images.to_gray(images.array_to_rgb(image))
 
 
 # ---------------------------------------------------------------------------

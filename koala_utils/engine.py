@@ -255,16 +255,12 @@ class OnnxBackbone:
         ----------
         gray_images : ndarray or list of ndarray
             uint8 ``(H, W)`` photos of any size (``(H, W, 1)`` and RGB are made
-            gray); a single 2-D array counts as one photo.
+            gray, other dtypes converted, by :func:`koala_utils.images.gray_uint8`
+            as in ``Backbone.embed``); a single 2-D array counts as one photo.
         """
         if isinstance(gray_images, np.ndarray) and gray_images.ndim == 2:
             gray_images = [gray_images]
-        squares = []
-        for image in gray_images:
-            image = np.asarray(image)
-            if image.ndim == 3:
-                image = image[..., 0] if image.shape[-1] == 1 else images.to_gray(images.array_to_rgb(image))
-            squares.append(images.resize_pad(image.astype(np.uint8, copy=False), self.input_size)[0])
+        squares = [images.resize_pad(images.gray_uint8(image), self.input_size)[0] for image in gray_images]
         out = [np.zeros((0, self.dim), np.float32)]
         for start in range(0, len(squares), batch_size):
             chunk = np.repeat(np.stack(squares[start : start + batch_size])[..., None], 3, axis=-1)

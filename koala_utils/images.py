@@ -121,16 +121,31 @@ def load_image(source, max_side=None):
 
 
 def array_to_rgb(array):
-    """Convert an image array to RGB uint8.
+    """Convert an image array to RGB uint8: the one conversion of the package.
+
+    :func:`load_image` (for arrays), the metrics (``metrics.as_rgb_uint8``) and
+    the backbones' gray input (:func:`gray_uint8`) all go through it.
 
     Parameters
     ----------
-    array : ndarray, shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
-        uint8 in [0, 255], uint16 in [0, 65535], or float in [0, 1].
+    array : array_like, shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
+        One photo, gray, gray with a channel axis, RGB or RGBA, with H, W >= 1.
+        Its dtype sets its range: uint8 in [0, 255] (kept as it is); uint16 in
+        [0, 65535] (a 16-bit photo, scaled to 8 bits); float in [0, 1]
+        (``round(x * 255)``, clipped; NaN and infinity refused); any other
+        integer type clipped to [0, 255].
 
     Returns
     -------
-    rgb : ndarray of uint8, shape (H, W, 3)
+    rgb : ndarray of uint8, shape (H, W, 3), C-contiguous
+        Gray is stacked to three equal channels; RGBA is composited over
+        white (alpha 0 is white, 255 the colour). A uint8 RGB input that is
+        already contiguous is returned as it is, not copied.
+
+    Raises
+    ------
+    ImageLoadError
+        Another shape, no pixels, or a float array with NaN or infinity.
     """
     arr = np.asarray(array)
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -174,6 +189,28 @@ def to_gray(rgb):
         return rgb.astype(np.uint8)
     linear = color.srgb_to_linear(rgb[..., :3].astype(np.float64) / 255.0)
     return color.to_uint8(color.linear_to_srgb(linear @ color.RGB_TO_XYZ[1]))
+
+
+def gray_uint8(image):
+    """Any image array as a gray uint8 photo: what the backbones take.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
+        Any dtype and range :func:`array_to_rgb` takes.
+
+    Returns
+    -------
+    gray : ndarray of uint8, shape (H, W)
+        A uint8 gray input as it is (its channel axis dropped); anything else
+        through :func:`array_to_rgb`, then :func:`to_gray`.
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint8 and image.ndim == 2:
+        return image
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 1:
+        return image[..., 0]
+    return to_gray(array_to_rgb(image))
 
 
 def gray_to_rgb(gray):

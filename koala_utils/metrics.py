@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from .color import AB_SCALE, lab_to_rgb, rgb_to_lab, to_uint8
+from .images import ImageLoadError, array_to_rgb
 
 METRICS = ("mse_ab", "psnr", "ssim", "cf_pred", "cf_true", "cf_ratio", "delta_cf")
 SSIM_SIGMA = 1.5
@@ -29,19 +30,33 @@ SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1
 
 
 def as_rgb_uint8(rgb, what="image"):
-    """Check that ``rgb`` is an RGB image and return it as uint8.
+    """An RGB image as uint8, through :func:`koala_utils.images.array_to_rgb`.
 
-    Float images are taken to lie in [0, 1]; other integer types are clipped to
-    [0, 255]. Raises ``ValueError`` naming ``what`` for any other shape.
+    Parameters
+    ----------
+    rgb : array_like, shape (H, W, 3)
+        uint8 in [0, 255], uint16 in [0, 65535], float in [0, 1] or another
+        integer type (clipped to [0, 255]).
+    what : str
+        Names the image in the error.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W, 3)
+
+    Raises
+    ------
+    ValueError
+        Another shape (gray or RGBA is not a prediction or a truth), or what
+        ``array_to_rgb`` refuses (no pixels, NaN); the message names ``what``.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"{what}: expected an RGB image of shape (H, W, 3), got shape {rgb.shape}")
-    if rgb.dtype == np.uint8:
-        return rgb
-    if np.issubdtype(rgb.dtype, np.floating):
-        return to_uint8(rgb)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    try:
+        return array_to_rgb(rgb)
+    except ImageLoadError as exc:
+        raise ValueError(f"{what}: {exc}") from exc
 
 
 def colorfulness(rgb_uint8):

@@ -123,3 +123,31 @@ def test_arrays_of_every_layout():
     assert images.load_image(np.full((5, 6), 65535, np.uint16))[0, 0, 0] == 255
     with pytest.raises(images.ImageLoadError, match="shape"):
         images.load_image(np.zeros((5, 6, 7), np.uint8))
+
+
+def test_one_conversion_for_every_array(sample_photos):
+    """load_image, the metrics and the backbones' gray input share array_to_rgb's one contract."""
+    from koala_utils import metrics
+
+    rgb = images.load_image(sample_photos[0])
+    as_float = rgb.astype(np.float64) / 255.0
+    assert np.array_equal(images.array_to_rgb(as_float), rgb)
+    assert np.array_equal(metrics.as_rgb_uint8(as_float), rgb)
+    assert np.array_equal(metrics.as_rgb_uint8(rgb.astype(np.int64)), rgb)
+    assert images.array_to_rgb(rgb) is rgb  # uint8 RGB is not copied
+    # 16-bit is scaled, not clipped, by the metrics too.
+    assert np.array_equal(metrics.as_rgb_uint8(rgb.astype(np.uint16) * 257), rgb)
+    # Alpha is composited over white.
+    rgba = np.dstack([rgb, np.zeros(rgb.shape[:2], np.uint8)])
+    assert (images.array_to_rgb(rgba) == 255).all()
+    gray = images.to_gray(rgb)
+    assert images.gray_uint8(gray) is gray
+    assert np.array_equal(images.gray_uint8(gray[..., None]), gray)
+    assert np.array_equal(images.gray_uint8(rgb), gray)
+    assert np.array_equal(images.gray_uint8(gray.astype(np.float32) / 255.0), gray)
+    with pytest.raises(ValueError, match="prediction: expected an RGB image"):
+        metrics.as_rgb_uint8(gray, "prediction")
+    nan = as_float.copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="truth: float image contains NaN"):
+        metrics.as_rgb_uint8(nan, "truth")

@@ -206,6 +206,16 @@ def test_a_foreign_onnx_file_is_named(tmp_path):
         engine.OnnxColorizer(path)
 
 
+def test_the_onnx_backbone_converts_gray_input_as_the_keras_one():
+    backbone = engine.OnnxBackbone(engine.pretrained.PRETRAINED_DIR / "efficientnet_lite0.onnx")
+    gray = images.to_gray(images.load_image(sorted(HISTORICAL.iterdir())[0]))
+    as_uint8 = backbone.embed([gray, gray[..., None]])
+    assert np.array_equal(as_uint8[0], as_uint8[1])
+    # A float gray photo in [0, 1] is the same photo (images.gray_uint8), not truncated to black.
+    as_float = backbone.embed([gray.astype(np.float32) / 255.0])
+    assert np.array_equal(as_float[0], as_uint8[0])
+
+
 def test_engine_choice():
     assert engine.choose("auto", None) == "onnx"  # onnxruntime is installed and the shipped model has its file
     assert engine.choose("keras", None) == "keras"
