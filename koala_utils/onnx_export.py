@@ -21,13 +21,14 @@ backbone : input ``image`` float32 ``(batch, S, S, 3)``, already scaled as
     ``(batch, D)``.
 """
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ._io import sha256_file
 
 # Keep tf2onnx's opset fixed, so that one set of Keras weights always gives the same file.
 OPSET = 15
@@ -42,15 +43,6 @@ def _onnx():
     except ImportError as exc:  # pragma: no cover - exercised only without the dev extra
         raise ImportError("exporting to ONNX needs the onnx and tf2onnx packages: pip install onnx tf2onnx") from exc
     return onnx
-
-
-def sha256_file(path):
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _keras_to_onnx(model, input_signature):

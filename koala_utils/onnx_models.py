@@ -86,7 +86,7 @@ class OnnxColorizer:
             raise OnnxModelError(f"{self.path}: a classification head without its ab bins in the metadata")
         recorded = meta.get("koala.source_sha256")
         if source is not None and recorded and Path(source).is_file():
-            from .onnx_export import sha256_file
+            from ._io import sha256_file
 
             if sha256_file(source) != recorded:
                 raise OnnxModelError(
