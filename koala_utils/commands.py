@@ -24,27 +24,13 @@ def _load_model_arg(model_arg):
 
     Prints one line: which model, its backbone, where its card or config is. Returns (model, backbone name,
     the file the model came from). Refuses (``BackboneMismatchError``) a model that does not say which backbone
-    it was trained with: nothing is assumed.
+    it was trained with: nothing is assumed (:func:`koala_utils.engine.resolve_keras`).
     """
-    from . import backbone_record, pretrained
+    from .engine import resolve_keras
 
-    if model_arg == "pretrained":
-        model_arg = None
-    if model_arg is None or model_arg in pretrained.NAMES:
-        model, card = pretrained.load(model_arg, return_info=True)
-        name = model_arg or pretrained.DEFAULT
-        backbone, card_file = card.get("backbone"), pretrained.card_path(name)
-        if not backbone:
-            raise backbone_record.BackboneMismatchError(f"{card_file}: the card names no backbone")
-        print(f"model: shipped '{name}' ({card.get('head', 'regression')} head, backbone {backbone}); "
-              f"card: {card_file}", file=sys.stderr)
-        return model, backbone, str(card_file)
-    path = Path(model_arg)
-    if path.is_dir():
-        path = path / "best.keras" if (path / "best.keras").is_file() else path / "last.keras"
-    model, backbone, source = backbone_record.load_file(path)
-    print(f"model: {path} (backbone {backbone}, recorded in {source})", file=sys.stderr)
-    return model, backbone, str(path)
+    model, backbone, where, description = resolve_keras(model_arg)
+    print(f"model: {description}", file=sys.stderr)
+    return model, backbone, where
 
 
 def cmd_prepare(args):
@@ -138,15 +124,10 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from . import backbone_record
-    from .data import read_manifest
     from .evaluate import evaluate_records, format_table
 
     model, _, where = _load_model_arg(args.model)
-    manifest = read_manifest(args.records)
-    backbone_record.check(model, manifest["backbone"], manifest["embed_dim"], what=where,
-                          against=f"the backbone of the records {args.records}")
-    result = evaluate_records(model, args.records, split=args.split, limit=args.limit)
+    result = evaluate_records(model, args.records, split=args.split, limit=args.limit, what=where)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps({k: result[k] for k in ("mean", "gray_mean", "delta")}, indent=1))

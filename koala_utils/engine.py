@@ -138,16 +138,55 @@ def load_onnx(model=None):
     return colorizer, backbone
 
 
-def load_keras(model=None):
-    """A Keras model and its :class:`~koala_utils.backbones.Backbone` for a shipped name or a path."""
-    from . import backbone_record, backbones
+def resolve_keras(model=None):
+    """The Keras model for a ``--model`` value and the backbone it records, refusing to guess one.
 
-    if model is None or model == "pretrained" or str(model) in shipped_models():
-        kwargs = {} if model in (None, "pretrained") or not getattr(pretrained, "NAMES", None) else {"name": model}
-        net, card = pretrained.load(return_info=True, **kwargs)
-        return net, backbones.get_backbone(card["backbone"])
-    net, backbone, _ = backbone_record.load_file(model)  # refuses a file whose backbone is not recorded
-    return net, backbones.get_backbone(backbone)
+    Parameters
+    ----------
+    model : str or path, optional
+        A shipped name (None or ``"pretrained"``: the default one), a ``.keras`` file, or a run folder (its
+        ``best.keras``, else ``last.keras``).
+
+    Returns
+    -------
+    net : keras.Model
+    backbone : str
+        From the shipped model's card, or what the file (or its run folder's ``config.json``) records.
+    where : str
+        The card of a shipped model, else the ``.keras`` file; names the model in messages.
+    description : str
+        One line for the user: which model, its backbone, and where that is recorded.
+
+    Raises
+    ------
+    koala_utils.backbone_record.BackboneMismatchError
+        A card or file that names no backbone, or a file and ``config.json`` that disagree.
+    """
+    from . import backbone_record
+
+    if model in (None, "pretrained") or str(model) in pretrained.NAMES:
+        name = pretrained.DEFAULT if model in (None, "pretrained") else str(model)
+        net, card = pretrained.load(name, return_info=True)
+        card_file = pretrained.card_path(name)
+        if not card.get("backbone"):
+            raise backbone_record.BackboneMismatchError(f"{card_file}: the card names no backbone")
+        backbone = card["backbone"]
+        return net, backbone, str(card_file), (f"shipped '{name}' ({card.get('head', 'regression')} head, "
+                                               f"backbone {backbone}); card: {card_file}")
+    path = Path(model)
+    if path.is_dir():
+        path = path / "best.keras" if (path / "best.keras").is_file() else path / "last.keras"
+    net, backbone, source = backbone_record.load_file(path)
+    return net, backbone, str(path), f"{path} (backbone {backbone}, recorded in {source})"
+
+
+def load_keras(model=None):
+    """A Keras model and its :class:`~koala_utils.backbones.Backbone` for a ``--model`` value
+    (see :func:`resolve_keras`)."""
+    from .backbones import get_backbone
+
+    net, backbone, _, _ = resolve_keras(model)
+    return net, get_backbone(backbone)
 
 
 def load(engine="auto", model=None):

@@ -175,8 +175,10 @@ def format_table(result):
     return "\n".join(lines) + "\n" + footer + ")"
 
 
-def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
+def predict_records(model, records_dir, split="val", limit=None, batch_size=16, what="the model"):
     """Colorize the stored photos of a record split with a model.
+
+    ``what`` names the model in a mismatch error (e.g. its file).
 
     Returns
     -------
@@ -197,7 +199,7 @@ def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
     from .model import Predictor
 
     manifest = read_manifest(records_dir)
-    backbone_record.check(model, manifest["backbone"], manifest["embed_dim"],
+    backbone_record.check(model, manifest["backbone"], manifest["embed_dim"], what=what,
                           against=f"the backbone of the records {records_dir}")
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
@@ -216,8 +218,8 @@ def predict_records(model, records_dir, split="val", limit=None, batch_size=16):
     return {"names": arrays["names"], "truth": truth, "pred": pred, "gray": gray, "pred_ab": pred_ab}
 
 
-def evaluate_records(model, records_dir, split="val", limit=None, batch_size=16):
-    """Metrics of a model on a record split, against the gray baseline.
+def evaluate_records(model, records_dir, split="val", limit=None, batch_size=16, what="the model"):
+    """Metrics of a model on a record split, against the gray baseline (``what``: see :func:`predict_records`).
 
     Returns
     -------
@@ -225,7 +227,7 @@ def evaluate_records(model, records_dir, split="val", limit=None, batch_size=16)
         :func:`evaluate_images`' result (``mse_ab`` on the network's output),
         plus ``images``: the output of :func:`predict_records` (for figures).
     """
-    images = predict_records(model, records_dir, split, limit, batch_size)
+    images = predict_records(model, records_dir, split, limit, batch_size, what=what)
     result = evaluate_images(images["pred"], images["truth"], names=images["names"], grays=images["gray"],
                              pred_abs=images["pred_ab"])
     result["images"] = images
