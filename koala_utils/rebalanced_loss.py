@@ -2,7 +2,8 @@
 
 Written with ``keras.ops`` (TensorFlow and JAX). The soft encoding happens inside the loss, on the batch the
 ``tf.data`` pipeline already gives (``ab / 127`` at full resolution), so the records and the pipeline are the
-same for both heads.
+same for both heads. The nearest bins of a pixel come from a precomputed table of candidates per 2-unit cell of
+the ab plane (:func:`neighbour_candidates`), so a step measures distances to about a dozen bins, not all Q.
 """
 
 import keras
@@ -10,6 +11,47 @@ import numpy as np
 from keras import ops
 
 from .classification import AB_SCALE, NEIGHBOURS, SIGMA
+
+
+CELL = 2.0  # side of the candidate table's ab cells, Lab units
+AB_LIMIT = 128.0  # the table covers a and b in [-AB_LIMIT, AB_LIMIT]; targets are ab / 127 in [-1, 1]
+
+
+def neighbour_candidates(bins, neighbours=NEIGHBOURS, cell=CELL):
+    """For every cell of a grid over the ab plane, the bins that can be among the nearest of a point in it.
+
+    A bin can be one of the ``neighbours`` nearest bins of a point p in a cell with centre c only if its distance
+    to c is at most ``r(c) + 2 h``, where ``r(c)`` is c's own ``neighbours``-th nearest distance and ``h`` the
+    cell's half diagonal (p is within h of c, so p's ``neighbours``-th distance is at most ``r(c) + h``). Exact
+    nearest bins among these candidates are therefore exact among all bins.
+
+    Parameters
+    ----------
+    bins : ndarray, shape (Q, 2), Lab units
+    neighbours : int
+    cell : float
+        Cell side, Lab units.
+
+    Returns
+    -------
+    candidates : ndarray of int32, shape (G * G, K)
+        Bin indices, nearest to the cell centre first; rows with fewer than K candidates repeat their first.
+    padding : ndarray of float32, shape (G * G, K)
+        0 for a real candidate, 1e9 (added to its squared distance) for a repeat.
+    G is ``2 * AB_LIMIT / cell + 1``; the cell of ``(a, b)`` is ``round((a + AB_LIMIT) / cell) * G +
+    round((b + AB_LIMIT) / cell)``.
+    """
+    bins = np.asarray(bins, np.float32)
+    axis = np.arange(-AB_LIMIT, AB_LIMIT + cell / 2, cell, dtype=np.float32)
+    centres = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    dist = np.sqrt(((centres[:, None, :] - bins[None]) ** 2).sum(-1))  # (G*G, Q)
+    order = np.argsort(dist, axis=-1)
+    sorted_dist = np.take_along_axis(dist, order, axis=-1)
+    keep = sorted_dist <= sorted_dist[:, neighbours - 1 : neighbours] + cell * np.sqrt(2.0) + 1e-4
+    width = int(keep.sum(-1).max())
+    candidates = np.where(keep[:, :width], order[:, :width], order[:, :1]).astype(np.int32)
+    padding = np.where(keep[:, :width], 0.0, 1e9).astype(np.float32)
+    return candidates, padding
 
 
 @keras.saving.register_keras_serializable(package="koala")
@@ -41,20 +83,31 @@ class RebalancedCrossEntropy(keras.losses.Loss):
         self.weights = np.asarray(weights, np.float32)
         self.sigma = float(sigma)
         self.neighbours = int(neighbours)
+        self.candidates, self.padding = neighbour_candidates(self.bins, self.neighbours)
+        self.grid_side = int(round(2 * AB_LIMIT / CELL)) + 1
 
-    def call(self, y_true, y_pred):
+    def encode(self, y_true):
+        """Soft-encode a batch: (indices (N, h, w, K'), soft weights (N, h, w, K'), pixel weights (N, h, w))."""
         ab = ops.average_pool(ops.cast(y_true, "float32"), 2, strides=2, padding="valid") * AB_SCALE
-        bins = ops.convert_to_tensor(self.bins)
-        # |ab - bin|^2 = |ab|^2 - 2 ab.bin + |bin|^2: one (N, h, w, 2) x (2, Q) product, no (N, h, w, Q, 2) tensor.
-        d2 = (ops.sum(ops.square(ab), axis=-1, keepdims=True) - 2.0 * ops.matmul(ab, ops.transpose(bins))
-              + ops.sum(ops.square(bins), axis=-1))  # (N, h, w, Q)
-        neg_near, idx = ops.top_k(-d2, self.neighbours)  # nearest first
+        cell = ops.cast(ops.round((ops.clip(ab, -AB_LIMIT, AB_LIMIT) + AB_LIMIT) / CELL), "int32")
+        flat = cell[..., 0] * self.grid_side + cell[..., 1]
+        cand = ops.take(ops.convert_to_tensor(self.candidates), flat, axis=0)  # (N, h, w, K)
+        near = ops.take(ops.convert_to_tensor(self.bins), cand, axis=0)  # (N, h, w, K, 2)
+        d2 = ops.sum(ops.square(near - ab[..., None, :]), axis=-1) + ops.take(
+            ops.convert_to_tensor(self.padding), flat, axis=0)
+        neg_near, pick = ops.top_k(-d2, self.neighbours)  # nearest first
+        idx = ops.take_along_axis(cand, pick, axis=-1)
         soft = ops.exp((neg_near - neg_near[..., :1]) / (2 * self.sigma**2))
         soft = soft / ops.sum(soft, axis=-1, keepdims=True)
-        log_p = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        picked = ops.take_along_axis(log_p, idx, axis=-1)
         pixel_weight = ops.take(ops.convert_to_tensor(self.weights), idx[..., 0])
-        return -ops.sum(ops.stop_gradient(soft) * picked, axis=-1) * ops.stop_gradient(pixel_weight)
+        return idx, ops.stop_gradient(soft), ops.stop_gradient(pixel_weight)
+
+    def call(self, y_true, y_pred):
+        idx, soft, pixel_weight = self.encode(y_true)
+        logits = ops.cast(y_pred, "float32")
+        # -sum_k soft_k log_softmax(z)_idx_k = logsumexp(z) - sum_k soft_k z_idx_k (the soft weights sum to 1)
+        picked = ops.take_along_axis(logits, idx, axis=-1)
+        return (ops.logsumexp(logits, axis=-1) - ops.sum(soft * picked, axis=-1)) * pixel_weight
 
     def get_config(self):
         return {**super().get_config(), "bins": self.bins.tolist(), "weights": self.weights.tolist(),

@@ -170,3 +170,20 @@ def test_decoding_before_the_nearest_upsampling_equals_upsampling_the_logits(bin
     logits_first = cls.annealed_mean(keras.ops.convert_to_numpy(up(logits)), 0.38, bins)
     decoded_first = keras.ops.convert_to_numpy(up(cls.annealed_mean(logits, 0.38, bins)))
     assert np.allclose(logits_first, decoded_first, atol=1e-6)
+
+
+def test_candidate_table_holds_the_exact_nearest_bins(bins):
+    """Every ab point's 5 nearest bins (brute force over all Q) are among its cell's candidates."""
+    from koala_utils.rebalanced_loss import AB_LIMIT, CELL, neighbour_candidates
+
+    candidates, padding = neighbour_candidates(bins)
+    side = int(round(2 * AB_LIMIT / CELL)) + 1
+    ab = np.random.default_rng(9).uniform(-110, 110, (20000, 2)).astype(np.float32)
+    ab[:2] = [[CELL / 2 - 1e-3, CELL / 2 - 1e-3], [-3 * CELL / 2 + 1e-3, 5.0]]  # near cell corners
+    cell = np.round((ab + AB_LIMIT) / CELL).astype(int)
+    rows = cell[:, 0] * side + cell[:, 1]
+    nearest = np.argsort(((ab[:, None] - bins[None]) ** 2).sum(-1), axis=-1)[:, :5]
+    for row, near in zip(rows, nearest, strict=True):
+        real = set(candidates[row][padding[row] == 0].tolist())
+        assert set(near.tolist()) <= real
+    assert candidates.shape[1] < len(bins) // 10  # a short list, or the table saves nothing
