@@ -9,7 +9,9 @@ Sets, none trained on:
 * ``prokudin_gorskii``: the 23 plates (1905-1915); aligned B, G, R exposures give the true colour; the model
   colorizes the gray version at full resolution.
 
-For the ``vivid`` model every temperature in ``--temperatures`` is scored; for the ``paper`` model, as the naive
+For the ``vivid`` model every temperature in ``--temperatures`` is scored, and on the record sets also the
+temperatures in ``--unbalanced`` with the rebalancing divided out of its distribution
+(``classification.remove_rebalancing``: rows ``T=... no rebal.``); for the ``paper`` model, as the naive
 baseline, its ab multiplied by each k in ``--boosts`` (clipped to the sRGB gamut by the conversion). Figures per
 point: PSNR (RGB 0-255), SSIM (Gaussian window), CF ratio (mean colourfulness of the predictions over that of the
 truths; the mean of per-image ratios as a second column), colour cast (mean over photos of |mean ab(pred) - mean
@@ -35,6 +37,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SELECTION_RECORDS = ROOT.parent / "records" / "photos50k"
 TEMPERATURES = (1.0, 0.6, 0.38, 0.2, 0.1)
 BOOSTS = (1.0, 1.5, 2.0, 2.5, 3.0)
+UNBALANCED = (1.0, 0.6)
 COLUMNS = ("psnr", "ssim", "cf_ratio", "cf_ratio_per_image", "colour_cast", "mse_ab")
 
 
@@ -50,14 +53,19 @@ def val_records():
     return out
 
 
-def settings_of(name, temperatures, boosts):
+def settings_of(name, temperatures, boosts, unbalanced=()):
     """[(label, kind, value)]: temperatures for the vivid model, chroma boosts for the paper model."""
     if name == "vivid":
-        return [(f"T={t:g}", "temperature", t) for t in temperatures]
+        return ([(f"T={t:g}", "temperature", t) for t in temperatures]
+                + [(f"T={t:g} no rebal.", "unbalanced", t) for t in unbalanced])
     return [(f"ab x{k:g}", "boost", k) for k in boosts]
 
 
 def _decode(predictor, raw, h, w, kind, value):
+    if kind == "unbalanced":
+        from koala_utils.classification import model_prior, remove_rebalancing
+
+        return predictor.decode(remove_rebalancing(raw, model_prior(predictor.model)), h, w, value)
     if kind == "temperature":
         return predictor.decode(raw, h, w, value)
     return predictor.decode(raw, h, w) * value
@@ -131,12 +139,12 @@ def plates_sweep(model, backbone, settings, limit=None):
 
 def format_table(title, rows):
     cols = ("psnr", "psnr_minus_gray", "ssim", "cf_ratio", "cf_ratio_per_image", "colour_cast")
-    lines = [title, "  " + f"{'setting':<10}" + "".join(f"{c:>19}" for c in cols)]
+    lines = [title, "  " + f"{'setting':<18}" + "".join(f"{c:>19}" for c in cols)]
     gray = None
     for label, (mean, gray_mean, count) in rows.items():
-        lines.append("  " + f"{label:<10}" + "".join(f"{mean.get(c, float('nan')):>19.4f}" for c in cols))
+        lines.append("  " + f"{label:<18}" + "".join(f"{mean.get(c, float('nan')):>19.4f}" for c in cols))
         gray, n = gray_mean, count
-    lines.append("  " + f"{'gray':<10}" + "".join(f"{gray.get(c, 0.0) if c != 'psnr_minus_gray' else 0.0:>19.4f}"
+    lines.append("  " + f"{'gray':<18}" + "".join(f"{gray.get(c, 0.0) if c != 'psnr_minus_gray' else 0.0:>19.4f}"
                                                    for c in cols))
     lines.append(f"  ({n} photos)")
     return "\n".join(lines)
@@ -189,6 +197,8 @@ def main(argv=None):
     parser.add_argument("--selection-records", default=str(SELECTION_RECORDS))
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
     parser.add_argument("--boosts", type=float, nargs="+", default=list(BOOSTS))
+    parser.add_argument("--unbalanced", type=float, nargs="*", default=list(UNBALANCED),
+                        help="vivid: temperatures decoded with the rebalancing divided out (record sets only)")
     parser.add_argument("--json", default=str(RESULTS / "quality.json"))
     parser.add_argument("--merge", nargs="+", default=None, help="combine these reports into --json (and .md)")
     args = parser.parse_args(argv)
@@ -205,7 +215,7 @@ def main(argv=None):
     for name in args.models:
         model = pretrained.load(name) if name in pretrained.NAMES else load_model(name)
         kind = "vivid" if is_classification(model) else "paper"
-        settings = settings_of(kind, args.temperatures, args.boosts)
+        settings = settings_of(kind, args.temperatures, args.boosts, args.unbalanced)
         start, found = time.time(), {}
         for set_name in args.sets:
             if set_name == "selection":
@@ -214,7 +224,7 @@ def main(argv=None):
             elif set_name == "imagenet_val_1300":
                 rows = records_sweep(model, val_records(), "val", settings, args.limit)
             else:
-                rows = plates_sweep(model, backbone, settings, args.limit)
+                rows = plates_sweep(model, backbone, [s for s in settings if s[1] != "unbalanced"], args.limit)
             found[set_name] = rows
             print(format_table(f"{name} on {set_name}", rows), flush=True)
         report["models"][name] = {"seconds": round(time.time() - start, 1), "sets": found}

@@ -127,6 +127,30 @@ def rebalancing_weights(prior, lam=LAMBDA):
     return (w / (prior * w).sum()).astype(np.float32)
 
 
+def remove_rebalancing(logits, prior, lam=LAMBDA):
+    """Logits of the photos' own colour distribution, from a head trained with class rebalancing.
+
+    The rebalanced loss weighs a pixel whose colour falls in bin q by ``w_q`` (:func:`rebalancing_weights`), so
+    the distribution it trains the head to predict is the true one times ``w``, renormalised: rare saturated
+    colours are boosted, which is where the head's colour comes from. Subtracting ``log w`` divides that back
+    out; the annealed mean at T = 1 of the result estimates the mean colour, what an MSE model predicts.
+
+    Parameters
+    ----------
+    logits : array, shape (..., Q)
+    prior : array, shape (Q,)
+        The ab prior the weights were computed from (the model's ``ab_bins`` layer holds it).
+    lam : float
+        The rebalancing's mixing weight, 0.5 in training.
+
+    Returns
+    -------
+    ndarray of float32, shape (..., Q)
+    """
+    log_w = np.log(rebalancing_weights(prior, lam)).astype(np.float32)
+    return np.asarray(logits, dtype=np.float32) - log_w
+
+
 def annealed_mean(logits, temperature=TEMPERATURE, bins=None):
     """Decode logits to ab: ``sum_q softmax(z / T)_q * bin_q``, scaled by 1/127.
 
@@ -165,3 +189,10 @@ def model_bins(model):
     from keras import ops
 
     return np.asarray(ops.convert_to_numpy(model.get_layer("ab_bins").bins), dtype=np.float32)
+
+
+def model_prior(model):
+    """The ab prior a classification model was trained with, from its :class:`AbBins` layer ((Q,) float64)."""
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(model.get_layer("ab_bins").prior), dtype=np.float64)

@@ -12,7 +12,6 @@ from keras import ops
 
 from .classification import AB_SCALE, NEIGHBOURS, SIGMA
 
-
 CELL = 2.0  # side of the candidate table's ab cells, Lab units
 AB_LIMIT = 128.0  # the table covers a and b in [-AB_LIMIT, AB_LIMIT]; targets are ab / 127 in [-1, 1]
 

@@ -187,3 +187,15 @@ def test_candidate_table_holds_the_exact_nearest_bins(bins):
         real = set(candidates[row][padding[row] == 0].tolist())
         assert set(near.tolist()) <= real
     assert candidates.shape[1] < len(bins) // 10  # a short list, or the table saves nothing
+
+
+def test_removing_the_rebalancing_recovers_the_true_distribution(bins):
+    """A head that learned p * w (what the rebalanced loss trains toward) decodes to p's mean once w is removed."""
+    rng = np.random.default_rng(10)
+    prior = cls.estimate_prior(rng.normal(0, 15, (5000, 2)), bins)
+    p_true = rng.dirichlet(np.full(len(bins), 0.3), size=(3, 4))
+    weighted = p_true * cls.rebalancing_weights(prior)
+    logits = np.log(weighted / weighted.sum(-1, keepdims=True)) + 3.0  # any offset per pixel
+    recovered = cls.annealed_mean(cls.remove_rebalancing(logits, prior), 1.0, bins)
+    assert np.allclose(recovered, p_true @ bins / 127, atol=1e-4)
+    assert not np.allclose(cls.annealed_mean(logits, 1.0, bins), p_true @ bins / 127, atol=1e-2)
