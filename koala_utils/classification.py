@@ -3,7 +3,9 @@
 An MSE head predicts the mean of every plausible colour, which is brownish gray. The classification head instead
 predicts a distribution over Q bins of the ab plane; training uses a cross-entropy against soft-encoded targets,
 reweighted so that rare saturated colours count as much as common dull ones; decoding takes the *annealed mean*
-of the distribution, a knob between the mean (T = 1, muted) and the mode (T -> 0, vivid).
+of the distribution, a knob between its mean (T = 1) and its mode (T -> 0, boldest). Because the training
+weights rare colours up, the predicted distribution already leans to saturated colour, so even T = 1 is
+colourful; :func:`remove_rebalancing` divides the weights back out for the muted, MSE-like mean.
 
 The bins are computed from the sRGB gamut here (nothing downloaded); a trained model carries its own bins and
 prior in an :class:`AbBins` layer, so a ``.keras`` file or shipped weights decode without recomputing them.
@@ -154,8 +156,11 @@ def remove_rebalancing(logits, prior, lam=LAMBDA):
 def annealed_mean(logits, temperature=TEMPERATURE, bins=None):
     """Decode logits to ab: ``sum_q softmax(z / T)_q * bin_q``, scaled by 1/127.
 
-    T = 1 gives the distribution's mean (muted, close to an MSE model); smaller T moves toward the mode (more
-    vivid; patchy as T -> 0). Numpy only.
+    T = 1 gives the distribution's mean; smaller T moves toward the mode (bolder; patchy as T -> 0). For a head
+    trained with rebalancing the distribution leans to rare, saturated colours, so T = 1 is already colourful:
+    the shipped ``vivid`` model on 400 held-out photos gives a colourfulness ratio of 0.81 at T = 1, 0.92 at
+    T = 0.2 and 0.94 at T = 0.1, PSNR 1.4-1.6 dB below gray's at all three (MODEL_CARD.md); with
+    :func:`remove_rebalancing` first, T = 1 gives 0.44, +0.91 dB. Numpy only.
 
     Parameters
     ----------

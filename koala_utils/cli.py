@@ -112,8 +112,8 @@ def build_parser():
                    help="'paper' or 'vivid' (the shipped models), or a .keras file or run folder "
                    "(default: the shipped default, see koala_utils.pretrained.DEFAULT)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="vivid model only: annealed-mean temperature, 1 = muted mean, lower = more vivid "
-                   "(default 0.2)")
+                   help="vivid model only: annealed-mean temperature, 1 = the distribution's mean, lower = "
+                   "bolder and patchier (default 0.2)")
     p.add_argument("--size", type=int, default=224, help="network input side, px (the output keeps the photo's size)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],
