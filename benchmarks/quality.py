@@ -61,11 +61,10 @@ def settings_of(name, temperatures, boosts, unbalanced=()):
     return [(f"ab x{k:g}", "boost", k) for k in boosts]
 
 
-def _decode(predictor, raw, h, w, kind, value):
+def _decode(predictor, raw, h, w, kind, value, unbalanced_raw=None):
+    """ab of one setting; ``unbalanced_raw`` is ``raw`` with the rebalancing divided out (for "unbalanced")."""
     if kind == "unbalanced":
-        from koala_utils.classification import model_prior, remove_rebalancing
-
-        return predictor.decode(remove_rebalancing(raw, model_prior(predictor.model)), h, w, value)
+        return predictor.decode(unbalanced_raw, h, w, value)
     if kind == "temperature":
         return predictor.decode(raw, h, w, value)
     return predictor.decode(raw, h, w) * value
@@ -87,6 +86,7 @@ def score(preds, truths, grays, pred_abs):
 
 def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16):
     """Score every setting on a record split: the network runs once per batch, each setting decodes its output."""
+    from koala_utils.classification import model_prior, remove_rebalancing
     from koala_utils.color import lab_scaled_to_rgb, lightness, scale_l
     from koala_utils.data import load_arrays
     from koala_utils.metrics import gray_baseline
@@ -94,6 +94,7 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
 
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
+    prior = model_prior(model) if any(kind == "unbalanced" for _, kind, _ in settings) else None
     truths, grays = [], []
     preds = {label: [] for label, _, _ in settings}
     abs_ = {label: [] for label, _, _ in settings}
@@ -101,7 +102,8 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
         rgb = arrays["rgb"][start : start + batch_size]
         l_scaled = scale_l(lightness(rgb))[..., None]
         raw = predictor.raw(l_scaled, arrays["embedding"][start : start + batch_size])
-        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value)
+        unbalanced_raw = None if prior is None else remove_rebalancing(raw, prior)  # once per batch
+        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, unbalanced_raw)
                    for label, kind, value in settings}
         for k in range(len(rgb)):
             top, left, h, w = arrays["box"][start + k]
