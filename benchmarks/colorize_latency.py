@@ -16,7 +16,7 @@ The two engines (koala_utils.engine), side by side in the same run: warm latency
 the onnx engine (onnxruntime) against Keras at each size, runs interleaved; and the
 cold start of ``koala colorize`` on the 2000 x 1333 photo, process start to PNG
 written, for ``--engine onnx`` and ``--engine keras`` alternately. ``--env-size``
-also measures fresh venvs with the ``colorize`` and the ``tf-cpu`` extras (from PyPI;
+also measures fresh venvs with the ``colorize`` and the full ``tf-cpu,video`` extras (from PyPI;
 benchmarks/install_size.py, which also runs alone).
 """
 
@@ -118,14 +118,14 @@ def cold_start(photo, repeats, warmup=1):
 
 
 def env_sizes():
-    """MB of fresh venvs with ``.[colorize]`` and ``.[tf-cpu]`` (benchmarks/install_size.py), both ways."""
+    """MB of fresh venvs with ``.[colorize]`` and the full ``.[tf-cpu,video]`` (install_size.py), both ways."""
     import install_size
 
     sizes = install_size.measure()
     light, full = sizes[install_size.LIGHT], sizes[install_size.FULL]
-    return {"colorize_mb": light["files_mb"], "tf_cpu_mb": full["files_mb"],
+    return {"colorize_mb": light["files_mb"], "full_mb": full["files_mb"],
             "ratio": light["files_mb"] / full["files_mb"], "colorize_du_mb": light["du_mb"],
-            "tf_cpu_du_mb": full["du_mb"], "ratio_du": light["du_mb"] / full["du_mb"]}
+            "full_du_mb": full["du_mb"], "ratio_du": light["du_mb"] / full["du_mb"]}
 
 
 def profile(path, model, backbone, top=15):
@@ -185,14 +185,14 @@ def run(quick=False, do_profile=False, do_env_size=False):
     else:
         notes.append("onnx engine not measured: onnxruntime or the shipped ONNX files are missing")
     if sizes:
-        figures.update(env_colorize_mb=sizes["colorize_mb"], env_tf_cpu_mb=sizes["tf_cpu_mb"],
-                       env_colorize_du_mb=sizes["colorize_du_mb"], env_tf_cpu_du_mb=sizes["tf_cpu_du_mb"])
-        notes.append(f"install size, fresh venvs: .[colorize] {sizes['colorize_mb']:.0f} MB, .[tf-cpu] "
-                     f"{sizes['tf_cpu_mb']:.0f} MB of installed files (ratio {sizes['ratio']:.3f}); du "
-                     f"{sizes['colorize_du_mb']:.0f} and {sizes['tf_cpu_du_mb']:.0f} MB "
+        figures.update(env_colorize_mb=sizes["colorize_mb"], env_full_mb=sizes["full_mb"],
+                       env_colorize_du_mb=sizes["colorize_du_mb"], env_full_du_mb=sizes["full_du_mb"])
+        notes.append(f"install size, fresh venvs: .[colorize] {sizes['colorize_mb']:.0f} MB, .[tf-cpu,video] "
+                     f"{sizes['full_mb']:.0f} MB of installed files (ratio {sizes['ratio']:.3f}); du "
+                     f"{sizes['colorize_du_mb']:.0f} and {sizes['full_du_mb']:.0f} MB "
                      f"(ratio {sizes['ratio_du']:.3f})")
-        targets.append(_common.target("install size colorize / tf-cpu, installed files", sizes["ratio"], "<=", 0.25))
-        targets.append(_common.target("install size colorize / tf-cpu, du", sizes["ratio_du"], "<=", 0.25))
+        targets.append(_common.target("install size colorize / full, installed files", sizes["ratio"], "<=", 0.25))
+        targets.append(_common.target("install size colorize / full, du", sizes["ratio_du"], "<=", 0.25))
     if report:
         notes.append("cProfile of the largest photo (tottime):\n\n```\n" + report.strip() + "\n```")
     big = big_total(figures, photos)
@@ -217,7 +217,7 @@ def big_total(figures, photos):
 def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--profile", action="store_true", help="print cProfile's top functions for the largest photo")
-    p.add_argument("--env-size", action="store_true", help="also measure fresh colorize and tf-cpu venvs (PyPI)")
+    p.add_argument("--env-size", action="store_true", help="also measure fresh colorize and tf-cpu,video venvs (PyPI)")
     args = p.parse_args(argv)
     started = time.perf_counter()
     return _common.finish(run(args.quick, args.profile, args.env_size), args, started)

@@ -1,6 +1,6 @@
 """Install size: a fresh venv with only the ``colorize`` extra against a fresh venv with the full install.
 
-    python benchmarks/install_size.py [--json FILE] [--like-for-like]
+    python benchmarks/install_size.py [--json FILE] [--without-video]
 
 Builds the venvs under benchmarks/.cache with ``pip install ".[EXTRA]"`` (from PyPI; rebuilt
 when pyproject.toml changes) and measures each of them two ways in the same run:
@@ -11,9 +11,10 @@ when pyproject.toml changes) and measures each of them two ways in the same run:
   blocks).
 
 Target (issue 15): colorize / full <= 0.25, both ways, with the full install being
-``.[tf-cpu]`` (the README's "full install"). ``--like-for-like`` also builds
-``.[tf-cpu,video]``, the full install that runs ``koala colorize-video`` too (a figure, not
-the target). Does not touch the project's own .venv. Not part of run_all.py (it downloads).
+``.[tf-cpu,video]``, the README's "full install": like the light one, it runs ``koala
+colorize`` and ``koala colorize-video``. ``--without-video`` also builds ``.[tf-cpu]``, a
+full install without the video libraries (a figure, not the target). Does not touch the
+project's own .venv. Not part of run_all.py (it downloads).
 """
 
 import hashlib
@@ -25,7 +26,8 @@ import time
 
 import _common
 
-FULL = "tf-cpu"
+FULL = "tf-cpu,video"  # the README's full install
+BARE = "tf-cpu"  # the same without the video libraries (--without-video)
 LIGHT = "colorize"
 TOOLS = {"pip", "setuptools", "wheel"}  # in every venv; not part of what an extra brings
 
@@ -77,8 +79,8 @@ def measure(extras=(LIGHT, FULL)):
     return out
 
 
-def run(like_for_like=False):
-    extras = (LIGHT, FULL) + ((f"{FULL},video",) if like_for_like else ())
+def run(without_video=False):
+    extras = (LIGHT, FULL) + ((BARE,) if without_video else ())
     sizes = measure(extras)
     light, full = sizes[LIGHT], sizes[FULL]
     names = sorted((set(light["dists"]) | set(full["dists"])) - TOOLS,
@@ -92,21 +94,22 @@ def run(like_for_like=False):
     rows.append(["**installed files, total**", f"**{light['files_mb']:.1f}**", f"**{full['files_mb']:.1f}**"])
     rows.append(["**du of the venv**", f"**{light['du_mb']:.1f}**", f"**{full['du_mb']:.1f}**"])
     ratio_files, ratio_du = light["files_mb"] / full["files_mb"], light["du_mb"] / full["du_mb"]
-    figures = {"colorize_mb": light["files_mb"], "tf_cpu_mb": full["files_mb"], "ratio": ratio_files,
-               "colorize_du_mb": light["du_mb"], "tf_cpu_du_mb": full["du_mb"], "ratio_du": ratio_du}
+    figures = {"colorize_mb": light["files_mb"], "full_mb": full["files_mb"], "ratio": ratio_files,
+               "colorize_du_mb": light["du_mb"], "full_du_mb": full["du_mb"], "ratio_du": ratio_du}
     notes = [f"installed files (RECORD, without pip and setuptools): .[{LIGHT}] {light['files_mb']:.1f} MB, "
              f".[{FULL}] {full['files_mb']:.1f} MB, ratio {ratio_files:.3f}",
              f"du of the fresh venvs: {light['du_mb']:.1f} MB and {full['du_mb']:.1f} MB, ratio {ratio_du:.3f}",
              f"the table lists distributions of 1 MB or more; .[{LIGHT}] holds "
              f"{', '.join(sorted(set(light['dists']) - TOOLS))}"]
-    if like_for_like:
-        both = sizes[f"{FULL},video"]
-        figures.update(tf_cpu_video_mb=both["files_mb"], tf_cpu_video_du_mb=both["du_mb"],
-                       ratio_like_for_like=light["files_mb"] / both["files_mb"],
-                       ratio_like_for_like_du=light["du_mb"] / both["du_mb"])
-        notes.append(f"like for like, against .[{FULL},video] (also runs koala colorize-video): "
-                     f"{both['files_mb']:.1f} MB installed files (ratio {figures['ratio_like_for_like']:.3f}), "
-                     f"{both['du_mb']:.1f} MB du (ratio {figures['ratio_like_for_like_du']:.3f})")
+    if without_video:
+        bare = sizes[BARE]
+        figures.update(tf_cpu_mb=bare["files_mb"], tf_cpu_du_mb=bare["du_mb"],
+                       ratio_without_video=light["files_mb"] / bare["files_mb"],
+                       ratio_without_video_du=light["du_mb"] / bare["du_mb"])
+        notes.append(f"against .[{BARE}], a full install without the video libraries (it cannot run koala "
+                     f"colorize-video, the light one can): {bare['files_mb']:.1f} MB installed files (ratio "
+                     f"{figures['ratio_without_video']:.3f}), {bare['du_mb']:.1f} MB du "
+                     f"(ratio {figures['ratio_without_video_du']:.3f})")
     targets = [_common.target(f"install size .[{LIGHT}] / .[{FULL}], installed files", ratio_files, "<=", 0.25),
                _common.target(f"install size .[{LIGHT}] / .[{FULL}], du of the venvs", ratio_du, "<=", 0.25)]
     return {
@@ -123,10 +126,10 @@ def run(like_for_like=False):
 
 def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--like-for-like", action="store_true", help=f"also measure .[{FULL},video]")
+    p.add_argument("--without-video", action="store_true", help=f"also measure .[{BARE}]")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    return _common.finish(run(args.like_for_like), args, started)
+    return _common.finish(run(args.without_video), args, started)
 
 
 if __name__ == "__main__":
