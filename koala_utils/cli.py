@@ -143,6 +143,9 @@ def build_parser():
                    help=f"weight of the past in the embedding's moving average (default {defaults.embed_momentum})")
     p.add_argument("--blend", type=float, default=defaults.blend,
                    help=f"weight of the colour carried along the flow where reliable, 0-1 (default {defaults.blend})")
+    p.add_argument("--agree", type=float, default=defaults.agree_sigma,
+                   help="Lab units: where the new prediction differs from the carried colour by more, the new one "
+                        f"wins (a change, not flicker); 0 carries colour regardless (default {defaults.agree_sigma})")
     p.add_argument("--cut-threshold", type=float, default=defaults.cut_threshold,
                    help=f"L-histogram distance (0-1) that marks a scene cut (default {defaults.cut_threshold})")
     p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default 25)")

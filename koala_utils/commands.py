@@ -215,7 +215,7 @@ def cmd_colorize_video(args):
         settings = Settings.per_frame(**knobs)
     else:
         settings = Settings(**knobs, embed_every=args.embed_every, embed_momentum=args.embed_momentum,
-                            blend=args.blend)
+                            blend=args.blend, agree_sigma=args.agree)
     try:
         report = colorize_video(source, output, model, backbone, settings, fps=args.fps,
                                 max_frames=args.max_frames, overwrite=args.overwrite, progress=not args.quiet)

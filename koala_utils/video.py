@@ -12,10 +12,14 @@ the whole frame jump with them. That is most of its flicker. The coherent mode:
 2. **Flow propagation.** The previous output's ab is carried along the optical
    flow (DIS, ``flow_preset``, at the network's resolution) and blended with the
    new prediction, ``blend`` of the propagated ab where the forward-backward
-   check (``flow_tolerance``) finds the pixel was visible in the previous frame
-   and the carried pixel's gray level matches the new one's (weight
-   exp(-(dL / ``match_sigma``)^2)), and the new prediction where not
-   (occlusions, new content, after a cut).
+   check (``flow_tolerance``) finds the pixel was visible in the previous frame,
+   the carried pixel's gray level matches the new one's (weight
+   exp(-(dL / ``match_sigma``)^2)) and the new prediction agrees with the
+   carried colour (weight exp(-(|d ab| / ``agree_sigma``)^2), |d ab| averaged
+   over 9 x 9 px): a small disagreement is flicker and is damped, a large one
+   is the network changing its mind (a new object changed what the classifier
+   sees) and the new colour wins at once. The new prediction is used where
+   the flow fails (occlusions, new content, after a cut).
 
 Both modes run the network on the frame resized so its longest side is
 ``size``, without the white square padding of photos (the network is fully
@@ -103,8 +107,11 @@ def _propagate(ab_pred, small, cut, state, settings):
     if settings.match_sigma > 0:  # the carried pixel must also look like this one
         diff = warp(state.small, back).astype(np.float32) - small.astype(np.float32)
         reliable *= np.exp(-((diff / settings.match_sigma) ** 2))
-    weight = settings.blend * cv2.blur(reliable, (5, 5))[..., None]
     carried = warp(state.ab, back)
+    if settings.agree_sigma > 0:  # a new prediction far from the carried colour is a change, not flicker
+        gap = np.sqrt(((carried - ab_pred) ** 2).sum(axis=-1))
+        reliable *= np.exp(-((cv2.blur(gap, (9, 9)) / settings.agree_sigma) ** 2))
+    weight = settings.blend * cv2.blur(reliable, (5, 5))[..., None]
     return weight * carried + (1 - weight) * ab_pred
 
 

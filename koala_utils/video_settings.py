@@ -16,6 +16,7 @@ class Settings:
     flow_preset: int = 1  # DIS preset of the propagation's flow: 0 ultrafast, 1 fast, 2 medium
     flow_tolerance: float = 2.0  # forward-backward check: squared px of round-trip error let through
     match_sigma: float = 10.0  # gray levels: the carried colour's weight falls as exp(-(dL / match_sigma)^2)
+    agree_sigma: float = 8.0  # Lab units: ... and as exp(-(|ab carried - ab new| / agree_sigma)^2) (0: off)
 
     @classmethod
     def per_frame(cls, **kwargs):

@@ -139,7 +139,7 @@ def test_flow_propagation_carries_colour_along_the_motion():
     photo = skimage.data.astronaut()
     clip = [photo[100 + t * step[0] : 244 + t * step[0], 50 + t * step[1] : 306 + t * step[1]].copy()
             for t in range(frames)]
-    settings = video.Settings(embed_every=1, embed_momentum=0.0, blend=1.0)
+    settings = video.Settings(embed_every=1, embed_momentum=0.0, blend=1.0, agree_sigma=0.0)
     _, _, h, w = images.pad_box(144, 256, settings.size)
     truth_ab = [color.rgb_to_lab(cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA))[..., 1:] for f in clip]
     oracle = _StillOracle(truth_ab[0])
@@ -152,6 +152,45 @@ def test_flow_propagation_carries_colour_along_the_motion():
         carried = np.abs(out[t][1][keep] - truth_ab[t][keep]).mean()
         unmoved = np.abs(truth_ab[0][keep] - truth_ab[t][keep]).mean()  # the oracle's answer, per frame
         assert carried < 0.35 * unmoved, (t, carried, unmoved)
+
+
+class _ScriptedOracle(_StillOracle):
+    """A stand-in network that answers ``answers[i]`` (ab, Lab units) for the i-th frame it is shown."""
+
+    def __init__(self, answers):
+        self.answers, self.shown = [color.scale_ab(a).astype(np.float32) for a in answers], 0
+
+    def onnx_predictor(self, temperature=None):
+        def predict(l_scaled, embeddings):
+            out = [self.answers[min(self.shown + i, len(self.answers) - 1)] for i in range(len(l_scaled))]
+            self.shown += len(l_scaled)
+            return np.stack(out)
+
+        return predict
+
+
+def test_coherent_mode_follows_a_change_of_mind_and_damps_small_flicker():
+    """A still shot of a real photo. The network's answer jitters by +-2 Lab units around the true ab, and from
+    frame 8 on it changes its mind: +25 in b everywhere (as when a new object changes what the classifier sees).
+    The default coherent mode must take the new colour within a few frames and still damp the jitter; carrying
+    colour regardless of the new answer (agree_sigma 0) holds the old colour."""
+    crop = skimage.data.astronaut()[100:244, 50:306]
+    clip = [crop.copy() for _ in range(16)]
+    _, _, h, w = images.pad_box(144, 256, video.Settings().size)
+    truth = color.rgb_to_lab(cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA))[..., 1:]
+    jitter = [np.float32(2 * (-1) ** t) for t in range(16)]
+    answers = [truth + jitter[t] + np.float32([0, 25 if t >= 8 else 0]) for t in range(16)]
+
+    def run(settings):
+        return [ab for _, ab, _ in video.colorize_frames(clip, _ScriptedOracle(answers), _StillOracle(truth),
+                                                        settings, return_ab=True)]
+
+    coherent, holding = run(video.Settings()), run(video.Settings(agree_sigma=0.0))
+    assert video.Settings().agree_sigma > 0
+    lag = [np.abs(out[11] - answers[11]).mean() for out in (coherent, holding)]
+    assert lag[0] < 5 < lag[1], lag  # 3 frames after the change: followed (25 units away when held)
+    swing = np.abs(coherent[6] - coherent[7]).mean()  # frame to frame, before the change: the answers swing by 4
+    assert swing < 2, swing
 
 
 def test_cut_detection_on_real_photos():
