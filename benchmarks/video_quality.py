@@ -10,8 +10,8 @@ truth, and on the gray source itself (its L is in every output, so its warping e
 a floor no colorization goes under: "colour WE" is a mode's warping error minus it).
 
 Speed and memory: benchmarks/video_speed.py (part of `make bench`). The defaults of
-koala_utils.video.Settings were chosen on pans across Prokudin-Gorskii plates
-(docs/video.md), not on these clips.
+koala_utils.video.Settings were chosen on other clips (benchmarks/video_tuning.py: pans
+across Prokudin-Gorskii plates and OpenCV's sample videos; docs/video.md), not on these.
 """
 
 import itertools
