@@ -84,8 +84,11 @@ def score(preds, truths, grays, pred_abs):
     return mean, gray, len(preds)
 
 
-def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16):
-    """Score every setting on a record split: the network runs once per batch, each setting decodes its output."""
+def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16, kept=1.0):
+    """Score every setting on a record split: the network runs once per batch, each setting decodes its output.
+
+    ``kept``: how much of the rebalancing the model's logits hold (a shipped model's card may say less than 1).
+    """
     from koala_utils.classification import model_prior, remove_rebalancing
     from koala_utils.color import lab_scaled_to_rgb, lightness, scale_l
     from koala_utils.data import load_arrays
@@ -102,7 +105,7 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
         rgb = arrays["rgb"][start : start + batch_size]
         l_scaled = scale_l(lightness(rgb))[..., None]
         raw = predictor.raw(l_scaled, arrays["embedding"][start : start + batch_size])
-        unbalanced_raw = None if prior is None else remove_rebalancing(raw, prior)  # once per batch
+        unbalanced_raw = None if prior is None else remove_rebalancing(raw, prior, kept=kept)  # once per batch
         decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, unbalanced_raw)
                    for label, kind, value in settings}
         for k in range(len(rgb)):
@@ -216,15 +219,16 @@ def main(argv=None):
     report = {"machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "models": {}}
     for name in args.models:
         model = pretrained.load(name) if name in pretrained.NAMES else load_model(name)
+        kept = pretrained.rebalancing_kept(name) if name in pretrained.NAMES else 1.0
         kind = "vivid" if is_classification(model) else "paper"
         settings = settings_of(kind, args.temperatures, args.boosts, args.unbalanced)
         start, found = time.time(), {}
         for set_name in args.sets:
             if set_name == "selection":
                 limit = min(args.limit or args.selection_limit, args.selection_limit)
-                rows = records_sweep(model, args.selection_records, "val", settings, limit)
+                rows = records_sweep(model, args.selection_records, "val", settings, limit, kept=kept)
             elif set_name == "imagenet_val_1300":
-                rows = records_sweep(model, val_records(), "val", settings, args.limit)
+                rows = records_sweep(model, val_records(), "val", settings, args.limit, kept=kept)
             else:
                 rows = plates_sweep(model, backbone, [s for s in settings if s[1] != "unbalanced"], args.limit)
             found[set_name] = rows

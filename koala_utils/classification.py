@@ -129,7 +129,7 @@ def rebalancing_weights(prior, lam=LAMBDA):
     return (w / (prior * w).sum()).astype(np.float32)
 
 
-def remove_rebalancing(logits, prior, lam=LAMBDA):
+def remove_rebalancing(logits, prior, lam=LAMBDA, kept=1.0):
     """Logits of the photos' own colour distribution, from a head trained with class rebalancing.
 
     The rebalanced loss weighs a pixel whose colour falls in bin q by ``w_q`` (:func:`rebalancing_weights`), so
@@ -144,13 +144,47 @@ def remove_rebalancing(logits, prior, lam=LAMBDA):
         The ab prior the weights were computed from (the model's ``ab_bins`` layer holds it).
     lam : float
         The rebalancing's mixing weight, 0.5 in training.
+    kept : float
+        How much of ``log w`` the logits still hold: 1 as trained; ``1 - removed`` for a model whose
+        rebalancing was partly divided out at export (:func:`adjust_rebalancing`; the shipped ``vivid`` card
+        says how much).
 
     Returns
     -------
     ndarray of float32, shape (..., Q)
     """
     log_w = np.log(rebalancing_weights(prior, lam)).astype(np.float32)
-    return np.asarray(logits, dtype=np.float32) - log_w
+    return np.asarray(logits, dtype=np.float32) - np.float32(kept) * log_w
+
+
+def adjust_rebalancing(model, removed, lam=LAMBDA):
+    """Divide the fraction ``removed`` of the class rebalancing out of a classification model, in place.
+
+    The rebalanced loss trains the head toward the true colour distribution times the weights ``w``; a longer
+    trained head follows that tilt closely and overshoots the photos' colourfulness. Subtracting
+    ``removed * log w`` from the bias of its logits layer (``decoder_logits``) leaves ``p * w ** (1 - removed)``:
+    0 keeps the model as trained, 1 gives the photos' own distribution (:func:`remove_rebalancing` at decode
+    time does the same to logits). A bias change, so the saved weights, the ONNX files and both engines carry it.
+
+    Parameters
+    ----------
+    model : keras.Model
+        With the classification head (an ``ab_bins`` layer holding its prior).
+    removed : float
+        In [0, 1].
+
+    Returns
+    -------
+    keras.Model
+        ``model``.
+    """
+    if not 0.0 <= removed <= 1.0:
+        raise ValueError(f"removed must be in [0, 1], got {removed}")
+    layer = model.get_layer("decoder_logits")
+    kernel, bias = layer.get_weights()
+    log_w = np.log(rebalancing_weights(model_prior(model), lam))
+    layer.set_weights([kernel, (bias - removed * log_w).astype(bias.dtype)])
+    return model
 
 
 def annealed_mean(logits, temperature=TEMPERATURE, bins=None):

@@ -56,6 +56,12 @@ def info(name=None):
     return json.loads(path.read_text())
 
 
+def rebalancing_kept(name=None):
+    """How much of its class rebalancing a shipped classification model's logits keep (1 minus what the card's
+    ``rebalancing_removed`` says was divided out at export; see :func:`classification.adjust_rebalancing`)."""
+    return 1.0 - float(info(name).get("rebalancing_removed", 0.0))
+
+
 def export(model, card, weights_path=WEIGHTS, card_path=CARD):
     """Write a model's weights as float16 HDF5 arrays (bins and prior in float32), and its card as JSON.
 

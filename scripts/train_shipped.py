@@ -106,6 +106,11 @@ def export(args):
     run_dir = Path(args.runs) / f"{args.model}_{args.phase}"
     checkpoint = run_dir / "best.keras"
     model = load_model(checkpoint)
+    removed = args.rebalancing_removed if args.model == "vivid" else 0.0
+    if removed:
+        from koala_utils.classification import adjust_rebalancing
+
+        adjust_rebalancing(model, removed)
     config = json.loads((run_dir / "config.json").read_text())
     history = read_history(run_dir)
     timing = json.loads((run_dir / "wall_time.json").read_text()) if (run_dir / "wall_time.json").exists() else {}
@@ -142,7 +147,8 @@ def export(args):
         "head": head,
         "train_data": "data/training_manifest.csv (scripts/training_photos.py); checkpoints and settings "
         "chosen on the records' held-out 4 %, never on imagenet_val_1300",
-        **({"num_bins": int(model.output_shape[-1]), "temperature": TEMPERATURE} if head == "classification" else {}),
+        **({"num_bins": int(model.output_shape[-1]), "temperature": TEMPERATURE, "rebalancing_removed": removed}
+           if head == "classification" else {}),
         "phases": phases,
         "earlier": card.get("earlier", card.get("history_128") and {"summary": card.get("summary")}),
     }
@@ -180,6 +186,9 @@ def main(argv=None):
     parser.add_argument("--init", default="shipped", help="shipped | paper | vivid | none | a .keras file")
     parser.add_argument("--export", action="store_true", help="export this phase's best checkpoint, and stop")
     parser.add_argument("--summary", default=None, help="with --export: the card's one-line summary")
+    parser.add_argument("--rebalancing-removed", type=float, default=0.0,
+                        help="with --export, vivid: the fraction of the class rebalancing divided out of the logits' "
+                        "bias (classification.adjust_rebalancing; chosen on the selection slice)")
     args = parser.parse_args(argv)
     return export(args) if args.export else run_phase(args)
 

@@ -199,3 +199,22 @@ def test_removing_the_rebalancing_recovers_the_true_distribution(bins):
     recovered = cls.annealed_mean(cls.remove_rebalancing(logits, prior), 1.0, bins)
     assert np.allclose(recovered, p_true @ bins / 127, atol=1e-4)
     assert not np.allclose(cls.annealed_mean(logits, 1.0, bins), p_true @ bins / 127, atol=1e-2)
+
+
+def test_adjusting_the_rebalancing_moves_the_logits_by_a_fraction_of_log_w(bins):
+    """adjust_rebalancing changes the logits layer's bias by -removed * log w, nothing else; removing the rest at
+    decode time (kept = 1 - removed) gives what removing all of it from the unadjusted logits gives."""
+    rng = np.random.default_rng(11)
+    prior = cls.estimate_prior(rng.normal(0, 15, (5000, 2)), bins)
+    model = build_model(head="classification", bins=bins, prior=prior)
+    inputs = {"l": rng.uniform(-1, 1, (1, 32, 32, 1)).astype(np.float32),
+              "embedding": rng.normal(0, 1, (1, 1000)).astype(np.float32)}
+    before = np.asarray(model(inputs))
+    cls.adjust_rebalancing(model, 0.3)
+    after = np.asarray(model(inputs))
+    log_w = np.log(cls.rebalancing_weights(prior))
+    assert np.allclose(after, before - 0.3 * log_w, atol=1e-4)
+    assert np.allclose(cls.remove_rebalancing(after, prior, kept=0.7), cls.remove_rebalancing(before, prior),
+                       atol=1e-4)
+    with pytest.raises(ValueError, match="removed"):
+        cls.adjust_rebalancing(model, 1.5)
