@@ -192,9 +192,9 @@ def annealed_mean(logits, temperature=TEMPERATURE, bins=None):
 
     T = 1 gives the distribution's mean; smaller T moves toward the mode (bolder; patchy as T -> 0). For a head
     trained with rebalancing the distribution leans to rare, saturated colours, so T = 1 is already colourful:
-    the shipped ``vivid`` model on 400 held-out photos gives a colourfulness ratio of 0.81 at T = 1, 0.92 at
-    T = 0.2 and 0.94 at T = 0.1, PSNR 1.4-1.6 dB below gray's at all three (MODEL_CARD.md); with
-    :func:`remove_rebalancing` first, T = 1 gives 0.44, +0.91 dB. Numpy only.
+    the shipped ``vivid`` model on 400 held-out photos gives a colourfulness ratio of 0.87 at T = 1 (1.44 dB
+    below gray's PSNR), 0.88 at T = 0.2 and at 0.1 (0.67 dB below gray's; MODEL_CARD.md); with the rest of its
+    rebalancing removed first (:func:`remove_rebalancing`), T = 1 gives 0.50 at +0.79 dB. Numpy only.
 
     Parameters
     ----------
