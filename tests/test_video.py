@@ -268,3 +268,21 @@ def test_cli_colorize_video(tmp_path, capsys):
     missing = tmp_path / "nope.mp4"
     assert cli.main(["colorize-video", str(missing), "-o", str(tmp_path)]) == cli.EXIT_USAGE
     assert "nope.mp4" in capsys.readouterr().err
+
+
+def test_cli_video_knobs_reach_the_settings(tmp_path, monkeypatch, capsys):
+    """--blend and --agree end up in the Settings that colorize_video gets; the defaults are Settings()'s."""
+    from koala_utils import cli
+
+    seen = []
+
+    def fake_colorize_video(source, output, model, backbone, settings, **kwargs):
+        seen.append(settings)
+        return {"output": output, "frames": 1, "seconds": 1.0, "fps": 1.0}
+
+    monkeypatch.setattr(video, "colorize_video", fake_colorize_video)
+    source = video_io.sample_clip("carphone_pristine")
+    for extra in ([], ["--agree", "3", "--blend", "0.5"]):
+        assert cli.main(["colorize-video", str(source), "-o", str(tmp_path / "c.mp4"), "--quiet", *extra]) == 0
+    assert seen[0] == video.Settings()
+    assert (seen[1].agree_sigma, seen[1].blend) == (3.0, 0.5)
