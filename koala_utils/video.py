@@ -27,8 +27,8 @@ convolutional, and the padding would double its cost on 16:9 frames), in
 batches; the ab is upsampled to full resolution and merged with the frame's
 own L, as for photos. Memory is flat in the clip's length: frames are decoded,
 colorized and encoded ``batch`` at a time. Defaults were chosen on clips made from
-bundled historical photos (benchmarks/video_tuning.py, docs/video.md), not on
-the clips reported there.
+bundled historical photos and on windows of OpenCV's sample videos
+(benchmarks/video_tuning.py, docs/video.md), not on the clips reported there.
 """
 
 import time
