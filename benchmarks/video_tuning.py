@@ -148,8 +148,7 @@ def _shipped_digest():
     """The first 12 hex digits of the default shipped model's weights' SHA-256: a new model, a new memo."""
     from koala_utils import pretrained
 
-    path = Path(pretrained.__file__).with_suffix("") / f"{pretrained.DEFAULT}.weights.h5"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(pretrained.weights_path().read_bytes()).hexdigest()[:12]
 
 
 class Memo:
@@ -251,22 +250,21 @@ def run(quick=False, footage=FOOTAGE):
         results = {group: {label: evaluate_clip(clip, memo, grid) for label, clip in clips.items()}
                    for group, clips in groups.items()}
     memo.save()
-    rows, figures = [], {}
+    rows, figures, every = [], {}, {}  # every: {setting: ratios of each clip, all groups}
     for name in grid:
-        every = []
+        every[name] = []
         for group, clips in results.items():
             cells = {label: _ratios(r, name) for label, r in clips.items()}
             figures.setdefault(name, {}).update(cells)
-            every += list(cells.items())
+            every[name] += cells.values()
             worst = min(cells, key=lambda k: cells[k]["dpsnr"])
             rows.append([name, group, len(cells), *(statistics.mean(c[key] for c in cells.values())
                                                     for key in ("colour_we_ratio", "cdc_ratio", "colour_cdc_ratio",
                                                                 "dpsnr")),
                          f"{cells[worst]['dpsnr']:+.2f} ({worst})"])
-        figures[name]["worst_dpsnr"] = min(c["dpsnr"] for _, c in every)
+        figures[name]["worst_dpsnr"] = min(c["dpsnr"] for c in every[name])
     eligible = [n for n in grid if n != "per-frame" and figures[n]["worst_dpsnr"] >= -0.2]
-    flicker = {n: statistics.mean(c["colour_we_ratio"] + c["cdc_ratio"] for k, c in figures[n].items()
-                                  if k != "worst_dpsnr") for n in eligible}
+    flicker = {n: statistics.mean(c["colour_we_ratio"] + c["cdc_ratio"] for c in every[n]) for n in eligible}
     notes = ["groups: " + "; ".join(f"{g} ({len(c)} clips: " + ", ".join(c) + ")" for g, c in results.items())]
     if "footage" not in results:
         notes.append(f"NO REAL FOOTAGE: {footage} has no OpenCV sample videos (see the docstring); stills only")

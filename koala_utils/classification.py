@@ -182,8 +182,8 @@ def adjust_rebalancing(model, removed, lam=LAMBDA):
         raise ValueError(f"removed must be in [0, 1], got {removed}")
     layer = model.get_layer("decoder_logits")
     kernel, bias = layer.get_weights()
-    log_w = np.log(rebalancing_weights(model_prior(model), lam))
-    layer.set_weights([kernel, (bias - removed * log_w).astype(bias.dtype)])
+    # The bias is a logit per bin: removing the fraction from it is remove_rebalancing with kept = removed.
+    layer.set_weights([kernel, remove_rebalancing(bias, model_prior(model), lam, kept=removed).astype(bias.dtype)])
     return model
 
 
