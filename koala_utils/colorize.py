@@ -111,7 +111,7 @@ def colorize(image, model, backbone, size=224, return_timings=False, temperature
         temperature T, default 0.2 (chosen on held-out photos). T = 1 decodes the predicted colour
         distribution's mean; lower T moves toward its mode: bolder, patchier as T -> 0. The shipped
         vivid model is colourful at every T (colourfulness ratio 0.87 at T = 1, 0.88 at 0.2 on held-out
-        photos, where T = 0.2 is 0.77 dB more accurate; MODEL_CARD.md). Ignored by the paper's regression model.
+        photos, where T = 0.2 is 0.76 dB more accurate; MODEL_CARD.md). Ignored by the paper's regression model.
 
     Returns
     -------
