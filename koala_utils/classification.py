@@ -171,15 +171,16 @@ def adjust_rebalancing(model, removed, lam=LAMBDA):
     model : keras.Model
         With the classification head (an ``ab_bins`` layer holding its prior).
     removed : float
-        In [0, 1].
+        In [-1, 1]. A negative value puts back what an earlier call removed: a phase that resumes training from the
+        shipped ``vivid`` weights starts from the head as trained (``-rebalancing_removed`` of its card).
 
     Returns
     -------
     keras.Model
         ``model``.
     """
-    if not 0.0 <= removed <= 1.0:
-        raise ValueError(f"removed must be in [0, 1], got {removed}")
+    if not -1.0 <= removed <= 1.0:
+        raise ValueError(f"removed must be in [-1, 1], got {removed}")
     layer = model.get_layer("decoder_logits")
     kernel, bias = layer.get_weights()
     # The bias is a logit per bin: removing the fraction from it is remove_rebalancing with kept = removed.

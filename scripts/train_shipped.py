@@ -55,7 +55,14 @@ def _initial_model(init, model_name):
     if init == "shipped":
         init = model_name if pretrained.available(model_name) else "paper"
     if init in pretrained.NAMES:
-        return pretrained.load(init)
+        model = pretrained.load(init)
+        removed = float(pretrained.info(init).get("rebalancing_removed", 0.0))
+        if removed:  # resume from the head as trained, not from its export-time calibration
+            from koala_utils.classification import adjust_rebalancing
+
+            adjust_rebalancing(model, -removed)
+            print(f"{init}: put back the {removed} of the class rebalancing its export divided out")
+        return model
     return load_model(init)
 
 

@@ -216,5 +216,7 @@ def test_adjusting_the_rebalancing_moves_the_logits_by_a_fraction_of_log_w(bins)
     assert np.allclose(after, before - 0.3 * log_w, atol=1e-4)
     assert np.allclose(cls.remove_rebalancing(after, prior, kept=0.7), cls.remove_rebalancing(before, prior),
                        atol=1e-4)
+    cls.adjust_rebalancing(model, -0.3)  # puts it back, as a resumed training phase does
+    assert np.allclose(np.asarray(model(inputs)), before, atol=1e-4)
     with pytest.raises(ValueError, match="removed"):
         cls.adjust_rebalancing(model, 1.5)
