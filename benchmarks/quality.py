@@ -20,6 +20,8 @@ ab(truth)|, Lab units), MSE on scaled ab. Usage::
     python benchmarks/quality.py                       # both shipped models, all sets -> results/quality.json
     python benchmarks/quality.py --models vivid --sets selection --limit 300
     python benchmarks/quality.py --merge paper.json vivid.json     # one report from runs made in parallel
+    python benchmarks/quality.py --models runs/vivid_s6p1/best.keras --sets selection --removed 0 0.2 0.3 \
+        --json /tmp/fractions.json     # choose the export's --rebalancing-removed on the selection slice
 """
 
 import argparse
@@ -53,18 +55,28 @@ def val_records():
     return out
 
 
-def settings_of(name, temperatures, boosts, unbalanced=()):
-    """[(label, kind, value)]: temperatures for the vivid model, chroma boosts for the paper model."""
+def settings_of(name, temperatures, boosts, unbalanced=(), removed=(), removed_temperatures=()):
+    """[(label, kind, value)]: temperatures for the vivid model, chroma boosts for the paper model.
+
+    ``removed`` and ``removed_temperatures``: vivid, also every pair (fraction of the rebalancing divided out in all,
+    temperature), as ``classification.adjust_rebalancing`` would export it (value ``(fraction, T)``).
+    """
     if name == "vivid":
         return ([(f"T={t:g}", "temperature", t) for t in temperatures]
-                + [(f"T={t:g} no rebal.", "unbalanced", t) for t in unbalanced])
+                + [(f"T={t:g} no rebal.", "unbalanced", t) for t in unbalanced]
+                + [(f"T={t:g} removed {f:g}", "removed", (f, t)) for f in removed for t in removed_temperatures])
     return [(f"ab x{k:g}", "boost", k) for k in boosts]
 
 
-def _decode(predictor, raw, h, w, kind, value, unbalanced_raw=None):
+def _decode(predictor, raw, h, w, kind, value, unbalanced_raw=None, prior=None, kept=1.0):
     """ab of one setting; ``unbalanced_raw`` is ``raw`` with the rebalancing divided out (for "unbalanced")."""
     if kind == "unbalanced":
         return predictor.decode(unbalanced_raw, h, w, value)
+    if kind == "removed":  # the logits as trained hold kept + (1 - kept) of log w: divide `fraction` of it out in all
+        from koala_utils.classification import remove_rebalancing
+
+        fraction, t = value
+        return predictor.decode(remove_rebalancing(raw, prior, kept=fraction - (1.0 - kept)), h, w, t)
     if kind == "temperature":
         return predictor.decode(raw, h, w, value)
     return predictor.decode(raw, h, w) * value
@@ -97,7 +109,7 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
 
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
-    prior = model_prior(model) if any(kind == "unbalanced" for _, kind, _ in settings) else None
+    prior = model_prior(model) if any(kind in ("unbalanced", "removed") for _, kind, _ in settings) else None
     truths, grays = [], []
     preds = {label: [] for label, _, _ in settings}
     abs_ = {label: [] for label, _, _ in settings}
@@ -106,7 +118,7 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
         l_scaled = scale_l(lightness(rgb))[..., None]
         raw = predictor.raw(l_scaled, arrays["embedding"][start : start + batch_size])
         unbalanced_raw = None if prior is None else remove_rebalancing(raw, prior, kept=kept)  # once per batch
-        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, unbalanced_raw)
+        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, unbalanced_raw, prior, kept)
                    for label, kind, value in settings}
         for k in range(len(rgb)):
             top, left, h, w = arrays["box"][start + k]
@@ -204,6 +216,10 @@ def main(argv=None):
     parser.add_argument("--boosts", type=float, nargs="+", default=list(BOOSTS))
     parser.add_argument("--unbalanced", type=float, nargs="*", default=list(UNBALANCED),
                         help="vivid: temperatures decoded with the rebalancing divided out (record sets only)")
+    parser.add_argument("--removed", type=float, nargs="*", default=[],
+                        help="vivid, record sets: also each fraction of the rebalancing divided out in all "
+                        "(classification.adjust_rebalancing), at every --removed-temperatures")
+    parser.add_argument("--removed-temperatures", type=float, nargs="+", default=[0.38, 0.2, 0.1])
     parser.add_argument("--json", default=str(RESULTS / "quality.json"))
     parser.add_argument("--merge", nargs="+", default=None, help="combine these reports into --json (and .md)")
     args = parser.parse_args(argv)
@@ -221,7 +237,8 @@ def main(argv=None):
         model = pretrained.load(name) if name in pretrained.NAMES else load_model(name)
         kept = pretrained.rebalancing_kept(name) if name in pretrained.NAMES else 1.0
         kind = "vivid" if is_classification(model) else "paper"
-        settings = settings_of(kind, args.temperatures, args.boosts, args.unbalanced)
+        settings = settings_of(kind, args.temperatures, args.boosts, args.unbalanced, args.removed,
+                               args.removed_temperatures)
         start, found = time.time(), {}
         for set_name in args.sets:
             if set_name == "selection":
@@ -230,7 +247,8 @@ def main(argv=None):
             elif set_name == "imagenet_val_1300":
                 rows = records_sweep(model, val_records(), "val", settings, args.limit, kept=kept)
             else:
-                rows = plates_sweep(model, backbone, [s for s in settings if s[1] != "unbalanced"], args.limit)
+                rows = plates_sweep(model, backbone, [s for s in settings if s[1] not in ("unbalanced", "removed")],
+                                    args.limit)
             found[set_name] = rows
             print(format_table(f"{name} on {set_name}", rows), flush=True)
         report["models"][name] = {"seconds": round(time.time() - start, 1), "sets": found}

@@ -220,3 +220,27 @@ def test_adjusting_the_rebalancing_moves_the_logits_by_a_fraction_of_log_w(bins)
     assert np.allclose(np.asarray(model(inputs)), before, atol=1e-4)
     with pytest.raises(ValueError, match="removed"):
         cls.adjust_rebalancing(model, 1.5)
+
+
+def test_quality_benchmark_decodes_a_removed_fraction_counting_what_the_export_removed(bins):
+    """benchmarks/quality.py --removed F: F is the fraction divided out in all, so for a model whose export already
+    removed 0.2 (kept 0.8) F = 0.2 decodes the logits as they are, and F = 0.5 takes another 0.3 log w out."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "quality_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    rng = np.random.default_rng(5)
+    prior = cls.estimate_prior(rng.normal(0, 15, (5000, 2)), bins)
+    predictor = Predictor(build_model(head="classification", bins=bins, prior=prior))
+    raw = rng.normal(0, 2, (1, 4, 4, len(bins))).astype(np.float32)
+    settings = quality.settings_of("vivid", [0.2], [], [], removed=[0.2, 0.5], removed_temperatures=[0.2])
+    assert [s[0] for s in settings] == ["T=0.2", "T=0.2 removed 0.2", "T=0.2 removed 0.5"]
+    as_is = quality._decode(predictor, raw, 8, 8, "removed", (0.2, 0.2), prior=prior, kept=0.8)
+    assert np.allclose(as_is, predictor.decode(raw, 8, 8, 0.2), atol=1e-6)
+    more = quality._decode(predictor, raw, 8, 8, "removed", (0.5, 0.2), prior=prior, kept=0.8)
+    log_w = np.log(cls.rebalancing_weights(prior)).astype(np.float32)
+    assert np.allclose(more, predictor.decode(raw - 0.3 * log_w, 8, 8, 0.2), atol=1e-6)
+    assert not np.allclose(more, as_is, atol=1e-3)
