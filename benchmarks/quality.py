@@ -55,30 +55,37 @@ def val_records():
     return out
 
 
-def settings_of(name, temperatures, boosts, unbalanced=(), removed=(), removed_temperatures=()):
+def settings_of(name, temperatures, boosts, unbalanced=(), removed=(), removed_temperatures=(), guards=(0.0,)):
     """[(label, kind, value)]: temperatures for the vivid model, chroma boosts for the paper model.
 
-    ``removed`` and ``removed_temperatures``: vivid, also every pair (fraction of the rebalancing divided out in all,
-    temperature), as ``classification.adjust_rebalancing`` would export it (value ``(fraction, T)``).
+    The vivid model's ``T=...`` rows decode as :class:`koala_utils.model.Predictor` does by default (with the
+    colour cast guard at ``classification.CAST_GUARD``); ``T=... no rebal.`` rows divide all the rebalancing out,
+    unguarded. ``removed``, ``removed_temperatures`` and ``guards``: every triple (fraction of the rebalancing
+    divided out in all, as ``classification.adjust_rebalancing`` would export it; temperature; cast guard
+    strength), value ``(fraction, T, guard)``.
     """
     if name == "vivid":
         return ([(f"T={t:g}", "temperature", t) for t in temperatures]
                 + [(f"T={t:g} no rebal.", "unbalanced", t) for t in unbalanced]
-                + [(f"T={t:g} removed {f:g}", "removed", (f, t)) for f in removed for t in removed_temperatures])
+                + [(f"T={t:g} removed {f:g} guard {g:g}", "removed", (f, t, g))
+                   for f in removed for t in removed_temperatures for g in guards])
     return [(f"ab x{k:g}", "boost", k) for k in boosts]
 
 
-def _decode(predictor, raw, h, w, kind, value, unbalanced_raw=None, prior=None, kept=1.0):
-    """ab of one setting; ``unbalanced_raw`` is ``raw`` with the rebalancing divided out (for "unbalanced")."""
-    if kind == "unbalanced":
-        return predictor.decode(unbalanced_raw, h, w, value)
-    if kind == "removed":  # the logits as trained hold kept + (1 - kept) of log w: divide `fraction` of it out in all
-        from koala_utils.classification import remove_rebalancing
+def _decode(predictor, raw, h, w, kind, value, region=None):
+    """ab of one setting (``region``: the photo's pixels on the logits' grid, for the cast guard)."""
+    from koala_utils.classification import decode_logits, remove_rebalancing
 
-        fraction, t = value
-        return predictor.decode(remove_rebalancing(raw, prior, kept=fraction - (1.0 - kept)), h, w, t)
+    if kind == "unbalanced":
+        return predictor.decode(remove_rebalancing(raw, predictor.prior, kept=predictor.kept), h, w, value,
+                                cast_guard=0.0)
+    if kind == "removed":  # the logits hold `kept` of log w: divide `fraction` of the whole out, in all
+        fraction, t, guard = value
+        shifted = remove_rebalancing(raw, predictor.prior, kept=fraction - (1.0 - predictor.kept))
+        ab = decode_logits(shifted, t, predictor.bins, predictor.prior, 1.0 - fraction, guard, region)
+        return ab.repeat(2, axis=1).repeat(2, axis=2)[:, :h, :w]  # as Predictor.decode upsamples and crops
     if kind == "temperature":
-        return predictor.decode(raw, h, w, value)
+        return predictor.decode(raw, h, w, value, region)
     return predictor.decode(raw, h, w) * value
 
 
@@ -96,20 +103,16 @@ def score(preds, truths, grays, pred_abs):
     return mean, gray, len(preds)
 
 
-def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16, kept=1.0):
-    """Score every setting on a record split: the network runs once per batch, each setting decodes its output.
-
-    ``kept``: how much of the rebalancing the model's logits hold (a shipped model's card may say less than 1).
-    """
-    from koala_utils.classification import model_prior, remove_rebalancing
+def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16):
+    """Score every setting on a record split: the network runs once per batch, each setting decodes its output."""
+    from koala_utils.classification import logit_region
     from koala_utils.color import lab_scaled_to_rgb, lightness, scale_l
     from koala_utils.data import load_arrays
     from koala_utils.metrics import gray_baseline
-    from koala_utils.model import Predictor
+    from koala_utils.model import Predictor, pad_to_multiple
 
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
-    prior = model_prior(model) if any(kind in ("unbalanced", "removed") for _, kind, _ in settings) else None
     truths, grays = [], []
     preds = {label: [] for label, _, _ in settings}
     abs_ = {label: [] for label, _, _ in settings}
@@ -117,8 +120,8 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
         rgb = arrays["rgb"][start : start + batch_size]
         l_scaled = scale_l(lightness(rgb))[..., None]
         raw = predictor.raw(l_scaled, arrays["embedding"][start : start + batch_size])
-        unbalanced_raw = None if prior is None else remove_rebalancing(raw, prior, kept=kept)  # once per batch
-        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, unbalanced_raw, prior, kept)
+        region = logit_region(pad_to_multiple(l_scaled.astype(np.float32)))
+        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, region)
                    for label, kind, value in settings}
         for k in range(len(rgb)):
             top, left, h, w = arrays["box"][start + k]
@@ -220,6 +223,8 @@ def main(argv=None):
                         help="vivid, record sets: also each fraction of the rebalancing divided out in all "
                         "(classification.adjust_rebalancing), at every --removed-temperatures")
     parser.add_argument("--removed-temperatures", type=float, nargs="+", default=[0.38, 0.2, 0.1])
+    parser.add_argument("--guards", type=float, nargs="+", default=[0.0],
+                        help="vivid, with --removed: cast guard strengths to score with each pair")
     parser.add_argument("--json", default=str(RESULTS / "quality.json"))
     parser.add_argument("--merge", nargs="+", default=None, help="combine these reports into --json (and .md)")
     args = parser.parse_args(argv)
@@ -235,17 +240,16 @@ def main(argv=None):
     report = {"machine": f"{platform.processor() or platform.machine()}, {platform.system()}", "models": {}}
     for name in args.models:
         model = pretrained.load(name) if name in pretrained.NAMES else load_model(name)
-        kept = pretrained.rebalancing_kept(name) if name in pretrained.NAMES else 1.0
         kind = "vivid" if is_classification(model) else "paper"
         settings = settings_of(kind, args.temperatures, args.boosts, args.unbalanced, args.removed,
-                               args.removed_temperatures)
+                               args.removed_temperatures, args.guards)
         start, found = time.time(), {}
         for set_name in args.sets:
             if set_name == "selection":
                 limit = min(args.limit or args.selection_limit, args.selection_limit)
-                rows = records_sweep(model, args.selection_records, "val", settings, limit, kept=kept)
+                rows = records_sweep(model, args.selection_records, "val", settings, limit)
             elif set_name == "imagenet_val_1300":
-                rows = records_sweep(model, val_records(), "val", settings, args.limit, kept=kept)
+                rows = records_sweep(model, val_records(), "val", settings, args.limit)
             else:
                 rows = plates_sweep(model, backbone, [s for s in settings if s[1] not in ("unbalanced", "removed")],
                                     args.limit)

@@ -22,6 +22,7 @@ SIGMA = 5.0  # soft encoding and prior smoothing, Lab units
 NEIGHBOURS = 5
 LAMBDA = 0.5
 TEMPERATURE = 0.2  # chosen on the held-out selection slice (MODEL_CARD.md); Zhang et al. used 0.38
+CAST_GUARD = 0.0  # off until chosen on the held-out selection slice (MODEL_CARD.md)
 
 
 @functools.cache
@@ -185,6 +186,7 @@ def adjust_rebalancing(model, removed, lam=LAMBDA):
     kernel, bias = layer.get_weights()
     # The bias is a logit per bin: removing the fraction from it is remove_rebalancing with kept = removed.
     layer.set_weights([kernel, remove_rebalancing(bias, model_prior(model), lam, kept=removed).astype(bias.dtype)])
+    model.get_layer("ab_bins").rebalancing_removed += float(removed)  # saved with the model's config
     return model
 
 
@@ -219,6 +221,89 @@ def annealed_mean(logits, temperature=TEMPERATURE, bins=None):
     return (p @ bins / AB_SCALE).astype(np.float32)
 
 
+def guard_cast(ab, anchor_ab, strength=CAST_GUARD, region=None):
+    """Move each photo's average colour a fraction ``strength`` of the way to that of ``anchor_ab``.
+
+    The colour cast guard: the annealed mean of a rebalanced head is vivid but may tint a whole photo; the mean
+    of the head's distribution with the rebalancing divided out (what :func:`decode_logits` passes as the anchor)
+    estimates the photo's average colour without that lean. Only the average moves; the variation of ``ab``
+    around it, where the vivid colour lies, is kept.
+
+    Parameters
+    ----------
+    ab, anchor_ab : ndarray of float32, shape (N, H, W, 2)
+        Scaled ab (ab / 127).
+    strength : float
+        In [0, 1]: 0 returns ``ab``, 1 gives it ``anchor_ab``'s average.
+    region : ndarray of bool, shape (N, H, W), optional
+        The pixels that count toward the averages (e.g. not the white padding); default all.
+
+    Returns
+    -------
+    ndarray of float32, shape (N, H, W, 2)
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"cast guard strength must be in [0, 1], got {strength}")
+    ab = np.asarray(ab, dtype=np.float32)
+    if strength == 0.0:
+        return ab
+    weight = np.ones(ab.shape[:3], np.float32) if region is None else np.asarray(region, np.float32)
+    count = np.maximum(weight.sum(axis=(1, 2)), 1.0)[:, None]  # (N, 1): an all-padding photo moves by 0
+    shift = ((np.asarray(anchor_ab, np.float32) - ab) * weight[..., None]).sum(axis=(1, 2)) / count
+    return ab + np.float32(strength) * shift[:, None, None, :]
+
+
+def logit_region(l_scaled, white=0.998):
+    """The pixels of the logits' grid that belong to the photo, not to its white padding.
+
+    Parameters
+    ----------
+    l_scaled : ndarray, shape (N, H, W, 1), in [-1, 1]
+        The network's input, H and W even (padded to the network's stride).
+    white : float
+        Scaled L from which a pixel counts as white padding (0.998 is L = 99.9).
+
+    Returns
+    -------
+    ndarray of bool, shape (N, H / 2, W / 2)
+    """
+    return np.asarray(l_scaled)[:, ::2, ::2, 0] < white
+
+
+def decode_logits(logits, temperature=TEMPERATURE, bins=None, prior=None, kept=1.0, cast_guard=0.0, region=None):
+    """Logits to ab: the annealed mean at ``temperature``, its average colour guarded by :func:`guard_cast`.
+
+    The guard's anchor is the mean (T = 1) of the distribution with the rebalancing divided out
+    (:func:`remove_rebalancing`). On the 400 photos of the selection slice the shipped ``vivid`` model at
+    T = 0.2 with the guard at 1 ... (MODEL_CARD.md). Numpy only.
+
+    Parameters
+    ----------
+    logits : array, shape (N, H, W, Q)
+    temperature : float > 0
+    bins : ndarray, shape (Q, 2), optional
+    prior : ndarray, shape (Q,)
+        The model's prior (:func:`model_prior`); needed when ``cast_guard > 0``.
+    kept : float
+        How much of the rebalancing the logits hold (1 minus the model's ``rebalancing_removed``).
+    cast_guard : float
+        In [0, 1], see :func:`guard_cast`.
+    region : ndarray of bool, shape (N, H, W), optional
+
+    Returns
+    -------
+    ndarray of float32, shape (N, H, W, 2)
+        ab / 127 at the logits' resolution.
+    """
+    ab = annealed_mean(logits, temperature, bins)
+    if not cast_guard:
+        return ab
+    if prior is None:
+        raise ValueError("the cast guard needs the model's prior (classification.model_prior)")
+    anchor = annealed_mean(remove_rebalancing(logits, prior, kept=kept), 1.0, bins)
+    return guard_cast(ab, anchor, cast_guard, region)
+
+
 def is_classification(model):
     """True when a Keras model has the classification head (more than 2 output channels)."""
     return model.output_shape[-1] != 2
@@ -229,6 +314,12 @@ def model_bins(model):
     from keras import ops
 
     return np.asarray(ops.convert_to_numpy(model.get_layer("ab_bins").bins), dtype=np.float32)
+
+
+def model_rebalancing_kept(model):
+    """How much of its class rebalancing a classification model's logits hold: 1 as trained, less after
+    :func:`adjust_rebalancing` (the ``ab_bins`` layer records it)."""
+    return 1.0 - float(getattr(model.get_layer("ab_bins"), "rebalancing_removed", 0.0))
 
 
 def model_prior(model):

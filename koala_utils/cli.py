@@ -11,6 +11,7 @@ Exit codes: 0 success; 1 some inputs failed (the rest were processed);
 import argparse
 import sys
 
+from .classification import CAST_GUARD, TEMPERATURE  # numpy only
 from .commands import (  # EXIT_* re-exported: tests and scripts read them from here
     EXIT_DIVERGED,
     EXIT_OK,
@@ -113,7 +114,11 @@ def build_parser():
                    "(default: the shipped default, see koala_utils.pretrained.DEFAULT)")
     p.add_argument("--temperature", type=float, default=None,
                    help="vivid model only: annealed-mean temperature, 1 = the distribution's mean, lower = "
-                   "bolder and patchier (default 0.2)")
+                   f"bolder and patchier (default {TEMPERATURE:g})")
+    p.add_argument("--cast-guard", type=float, default=None,
+                   help="vivid model only: 0-1, how far each photo's average colour is pulled to the mean of the "
+                   f"model's distribution without its class rebalancing, against a tint over the whole photo "
+                   f"(default {CAST_GUARD:g}; 0 = off)")
     p.add_argument("--size", type=int, default=224, help="network input side, px (the output keeps the photo's size)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],

@@ -29,20 +29,21 @@ def upsample_ab(ab, height, width):
     return np.stack(channels, axis=-1)
 
 
-def predictor_for(model, temperature=None):
+def predictor_for(model, temperature=None, cast_guard=None):
     """The ab predictor of a model: an ONNX engine model brings its own; a Keras one gets a Predictor.
 
-    Keras is imported here only, so that the onnx engine runs without it. ``temperature`` is the
-    annealed-mean knob of a classification ("vivid") model; a regression model ignores it.
+    Keras is imported here only, so that the onnx engine runs without it. ``temperature`` and ``cast_guard``
+    are the decoding knobs of a classification ("vivid") model; a regression model ignores them.
     """
     if hasattr(model, "onnx_predictor"):
-        return model.onnx_predictor(temperature)
+        knobs = (temperature,) if cast_guard is None else (temperature, cast_guard)
+        return model.onnx_predictor(*knobs)
     from .model import Predictor
 
-    return Predictor(model, temperature)  # Keras keeps the compiled function on the model
+    return Predictor(model, temperature, cast_guard)  # Keras keeps the compiled function on the model
 
 
-def predict_small_ab(gray, model, backbone, size=224, temperature=None):
+def predict_small_ab(gray, model, backbone, size=224, temperature=None, cast_guard=None):
     """Run backbone and network on a gray photo at ``size``; ab for the photo.
 
     Parameters
@@ -52,7 +53,7 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None):
     backbone : backbones.Backbone or engine.OnnxBackbone
     size : int
         Network input side (a multiple of 8; 224 as in training).
-    temperature : float, optional
+    temperature, cast_guard : float, optional
         See :func:`colorize`.
 
     Returns
@@ -77,7 +78,7 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None):
     embedding = backbone.embed([padded if same_square else gray])
     mid = time.perf_counter()
     l_scaled = color.scale_l(color.lightness(images.gray_to_rgb(padded)))[None, ..., None]
-    ab_scaled = predictor_for(model, temperature)(l_scaled, embedding)[0]
+    ab_scaled = predictor_for(model, temperature, cast_guard)(l_scaled, embedding)[0]
     end = time.perf_counter()
     ab = color.unscale_ab(ab_scaled[top : top + h, left : left + w])
     return ab, {"backbone": mid - start, "network": end - mid}
@@ -90,7 +91,7 @@ def check_backbone(model, backbone):
                           against=f"the backbone given ({getattr(backbone, 'name', type(backbone).__name__)})")
 
 
-def colorize(image, model, backbone, size=224, return_timings=False, temperature=None):
+def colorize(image, model, backbone, size=224, return_timings=False, temperature=None, cast_guard=None):
     """Colorize one photo at its full resolution.
 
     Parameters
@@ -112,6 +113,11 @@ def colorize(image, model, backbone, size=224, return_timings=False, temperature
         distribution's mean; lower T moves toward its mode: bolder, patchier as T -> 0. The shipped
         vivid model is colourful at every T (colourfulness ratio 0.87 at T = 1, 0.88 at 0.2 on held-out
         photos, where T = 0.2 is 0.76 dB more accurate; MODEL_CARD.md). Ignored by the paper's regression model.
+    cast_guard : float, optional
+        Only for a classification model: how far, in [0, 1], the photo's average colour is moved to the mean
+        of the model's distribution with its class rebalancing divided out (a guard against a tint over the
+        whole photo; :func:`koala_utils.classification.guard_cast`). Default
+        :data:`koala_utils.classification.CAST_GUARD`; 0 turns it off.
 
     Returns
     -------
@@ -124,7 +130,7 @@ def colorize(image, model, backbone, size=224, return_timings=False, temperature
     # images.to_gray and color.lightness in one pass (and a shortcut for black-and-white photos).
     gray, full_l = color.gray_and_lightness(rgb)
     loaded = time.perf_counter()
-    ab, timings = predict_small_ab(gray, model, backbone, size, temperature)
+    ab, timings = predict_small_ab(gray, model, backbone, size, temperature, cast_guard)
     merge_start = time.perf_counter()
     ab_full = upsample_ab(ab, gray.shape[0], gray.shape[1])
     out = color.lab_to_rgb_fast(full_l, ab_full)
@@ -143,7 +149,8 @@ def _save_png(rgb, path):
     tmp.replace(path)
 
 
-def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, log=print, temperature=None):
+def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, log=print, temperature=None,
+                   cast_guard=None):
     """Colorize many files; go on past bad ones and report them.
 
     Never writes over an input file, never over an existing output unless
@@ -155,7 +162,7 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
     paths : iterable of path
     out_dir : path
         Created if missing.
-    model, backbone, size, temperature
+    model, backbone, size, temperature, cast_guard
         See :func:`colorize`.
     overwrite : bool
         Replace outputs that already exist (inputs are never replaced).
@@ -188,7 +195,7 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
                 raise FileExistsError(f"{target}: output name already taken by {claimed[target.resolve()]}")
             if target.exists() and not overwrite:
                 raise FileExistsError(f"{target}: output exists (use --overwrite to replace it)")
-            _save_png(colorize(path, model, backbone, size, temperature=temperature), target)
+            _save_png(colorize(path, model, backbone, size, temperature=temperature, cast_guard=cast_guard), target)
         except (OSError, ValueError) as exc:
             reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             failed.append((str(path), reason))

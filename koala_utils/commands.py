@@ -169,6 +169,12 @@ def cmd_colorize(args):
     from .colorize import colorize_files
     from .images import list_images
 
+    if args.temperature is not None and not args.temperature > 0:
+        print_error(f"--temperature must be > 0, got {args.temperature}")
+        return EXIT_USAGE
+    if args.cast_guard is not None and not 0.0 <= args.cast_guard <= 1.0:
+        print_error(f"--cast-guard must be in [0, 1], got {args.cast_guard}")
+        return EXIT_USAGE
     paths, empty = [], []
     for entry in args.inputs:
         entry = Path(entry)
@@ -187,7 +193,7 @@ def cmd_colorize(args):
         print_error(str(exc))
         return EXIT_USAGE
     report = colorize_files(paths, args.output, model, backbone, args.size, args.overwrite,
-                            temperature=args.temperature)
+                            temperature=args.temperature, cast_guard=args.cast_guard)
     print(f"colorized {len(report['written'])} of {len(paths)} into {args.output}")
     failed = report["failed"] + empty
     if failed:

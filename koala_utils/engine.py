@@ -195,7 +195,8 @@ def load(engine="auto", model=None):
     return (*(load_onnx(model) if chosen == "onnx" else load_keras(model)), chosen)
 
 
-def colorize(image, model=None, backbone=None, size=224, return_timings=False, temperature=None, engine="auto"):
+def colorize(image, model=None, backbone=None, size=224, return_timings=False, temperature=None, engine="auto",
+             cast_guard=None):
     """:func:`koala_utils.colorize.colorize` with an engine choice.
 
     Parameters
@@ -208,8 +209,8 @@ def colorize(image, model=None, backbone=None, size=224, return_timings=False, t
         Default: the one that goes with ``model``.
     size, return_timings
         As in :func:`koala_utils.colorize.colorize`.
-    temperature : float, optional
-        Annealed-mean temperature for a classification head.
+    temperature, cast_guard : float, optional
+        Decoding knobs of a classification head (:func:`koala_utils.colorize.colorize`).
     engine : {"auto", "onnx", "keras"}
 
     Returns
@@ -227,4 +228,4 @@ def colorize(image, model=None, backbone=None, size=224, return_timings=False, t
         backbone = default_backbone if backbone is None else backbone
     if backbone is None:
         raise ValueError("pass the backbone that goes with a loaded model")
-    return run(image, model, backbone, size, return_timings, temperature=temperature)
+    return run(image, model, backbone, size, return_timings, temperature=temperature, cast_guard=cast_guard)

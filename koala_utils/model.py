@@ -64,12 +64,15 @@ class AbBins(layers.Layer):
     """The classification head's last layer: passes the logits through and carries the ab bins and prior.
 
     ``bins`` (Q, 2) in Lab units and ``prior`` (Q,) are non-trainable weights, so a saved model decodes
-    with exactly the bins it was trained with (see :mod:`koala_utils.classification`).
+    with exactly the bins it was trained with (see :mod:`koala_utils.classification`). ``rebalancing_removed``
+    records how much of the class rebalancing was divided out of the logits after training
+    (:func:`koala_utils.classification.adjust_rebalancing`), which the colour cast guard needs.
     """
 
-    def __init__(self, num_bins, **kwargs):
+    def __init__(self, num_bins, rebalancing_removed=0.0, **kwargs):
         super().__init__(**kwargs)
         self.num_bins = int(num_bins)
+        self.rebalancing_removed = float(rebalancing_removed)
 
     def build(self, input_shape):
         self.bins = self.add_weight(shape=(self.num_bins, 2), initializer="zeros", trainable=False, name="bins")
@@ -79,7 +82,7 @@ class AbBins(layers.Layer):
         return logits
 
     def get_config(self):
-        return {**super().get_config(), "num_bins": self.num_bins}
+        return {**super().get_config(), "num_bins": self.num_bins, "rebalancing_removed": self.rebalancing_removed}
 
 
 def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", head="regression", bins=None,
@@ -221,15 +224,21 @@ class Predictor:
     Keras' ``model.predict`` builds a data pipeline on every call, which costs
     far more than the network for one photo; ``predict_on_batch`` reuses the
     model's compiled predict function. A classification model's logits are
-    decoded with the annealed mean at ``temperature`` (default 0.2).
+    decoded with the annealed mean at ``temperature`` (default 0.2), its average colour held by the colour cast
+    guard of strength ``cast_guard`` (default :data:`koala_utils.classification.CAST_GUARD`; 0 turns it off).
     """
 
-    def __init__(self, model, temperature=None):
-        from .classification import TEMPERATURE, is_classification, model_bins
+    def __init__(self, model, temperature=None, cast_guard=None):
+        from . import classification as cls
 
         self.model = model
-        self.bins = model_bins(model) if is_classification(model) else None
-        self.temperature = TEMPERATURE if temperature is None else float(temperature)
+        self.bins = self.prior = None
+        self.kept = 1.0
+        if cls.is_classification(model):
+            self.bins, self.prior = cls.model_bins(model), cls.model_prior(model)
+            self.kept = cls.model_rebalancing_kept(model)
+        self.temperature = cls.TEMPERATURE if temperature is None else float(temperature)
+        self.cast_guard = cls.CAST_GUARD if cast_guard is None else float(cast_guard)
 
     def __call__(self, l_scaled, embedding, temperature=None):
         """Predict scaled ab for a batch.
@@ -246,8 +255,11 @@ class Predictor:
         -------
         ab : ndarray of float32, shape (N, H, W, 2), in [-1, 1]
         """
+        from .classification import logit_region
+
         h, w = np.shape(l_scaled)[1], np.shape(l_scaled)[2]
-        return self.decode(self.raw(l_scaled, embedding), h, w, temperature)
+        region = logit_region(pad_to_multiple(np.asarray(l_scaled, np.float32))) if self.bins is not None else None
+        return self.decode(self.raw(l_scaled, embedding), h, w, temperature, region)
 
     def raw(self, l_scaled, embedding):
         """The network's own output for a batch: scaled ab, or the logits (N, H'/2, W'/2, Q) of the padded size."""
@@ -255,17 +267,20 @@ class Predictor:
         out = self.model.predict_on_batch({"l": padded, "embedding": np.asarray(embedding, np.float32)})
         return np.asarray(ops.convert_to_numpy(out), dtype=np.float32)
 
-    def decode(self, raw, h, w, temperature=None):
-        """Scaled ab (N, h, w, 2) from :meth:`raw`'s output: annealed mean and the final ×2 upsampling for a
-        classification model (nearest neighbour, as the paper's last layer), then the crop to h×w."""
+    def decode(self, raw, h, w, temperature=None, region=None, cast_guard=None):
+        """Scaled ab (N, h, w, 2) from :meth:`raw`'s output: for a classification model the annealed mean, the
+        cast guard (averages over ``region``, :func:`koala_utils.classification.logit_region`; default the whole
+        grid) and the final ×2 upsampling (nearest neighbour, as the paper's last layer); then the crop to h×w."""
         if self.bins is not None:
-            from .classification import annealed_mean
+            from .classification import decode_logits
 
             t = self.temperature if temperature is None else float(temperature)
-            raw = annealed_mean(raw, t, self.bins).repeat(2, axis=1).repeat(2, axis=2)
+            guard = self.cast_guard if cast_guard is None else float(cast_guard)
+            raw = decode_logits(raw, t, self.bins, self.prior, self.kept, guard, region)
+            raw = raw.repeat(2, axis=1).repeat(2, axis=2)
         return raw[:, :h, :w, :]
 
 
-def predict_ab(model, l_scaled, embedding, temperature=None):
+def predict_ab(model, l_scaled, embedding, temperature=None, cast_guard=None):
     """Predict scaled ab for any H×W (see :class:`Predictor`)."""
-    return Predictor(model, temperature)(l_scaled, embedding)
+    return Predictor(model, temperature, cast_guard)(l_scaled, embedding)

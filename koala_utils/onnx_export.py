@@ -204,6 +204,10 @@ def export_colorizer(model, path, float16=True, name="", backbone="efficientnet_
 
             bins = model_bins(model)
         metadata["koala.ab_bins"] = json.dumps(np.asarray(bins, dtype=np.float32).tolist())
+        from .classification import model_prior, model_rebalancing_kept  # for the colour cast guard
+
+        metadata["koala.ab_prior"] = json.dumps(model_prior(model).tolist())
+        metadata["koala.rebalancing_kept"] = repr(model_rebalancing_kept(model))
     if source is not None:
         metadata["koala.source_sha256"] = sha256_file(source)
         metadata["koala.source"] = Path(source).name

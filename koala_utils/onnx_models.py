@@ -9,6 +9,7 @@ re-exports its public names.
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,10 @@ class OnnxColorizer:
         self.bins = np.asarray(json.loads(meta["koala.ab_bins"]), np.float32) if "koala.ab_bins" in meta else None
         if self.head == "classification" and self.bins is None:
             raise OnnxModelError(f"{self.path}: a classification head without its ab bins in the metadata")
+        # The colour cast guard needs the prior and how much rebalancing the logits keep (files exported since
+        # the guard was added hold both); without them, only cast_guard=0 decodes.
+        self.prior = np.asarray(json.loads(meta["koala.ab_prior"]), np.float64) if "koala.ab_prior" in meta else None
+        self.kept = float(meta.get("koala.rebalancing_kept", 1.0))
         recorded = meta.get("koala.source_sha256")
         if source is not None and recorded and Path(source).is_file():
             from ._io import sha256_file
@@ -97,7 +102,7 @@ class OnnxColorizer:
     def __repr__(self):
         return f"OnnxColorizer({str(self.path)!r}, head={self.head!r})"
 
-    def predict(self, l_scaled, embedding, temperature=None):
+    def predict(self, l_scaled, embedding, temperature=None, cast_guard=None):
         """Scaled ab for a batch, as :class:`koala_utils.model.Predictor` gives it.
 
         Parameters
@@ -107,6 +112,10 @@ class OnnxColorizer:
         embedding : ndarray of float32, shape (N, D)
         temperature : float, optional
             Annealed-mean temperature of a classification head (default 0.2).
+        cast_guard : float, optional
+            Strength of the colour cast guard in [0, 1] (default
+            :data:`koala_utils.classification.CAST_GUARD`). A file exported before the guard existed lacks the
+            prior it needs: the default then decodes without it, with a warning; asking for it raises.
 
         Returns
         -------
@@ -120,15 +129,32 @@ class OnnxColorizer:
         out = self.session.run([self.output], feeds)[0]
         if self.head != "classification":
             return out[:, :h, :w, :].astype(np.float32, copy=False)
-        from .classification import TEMPERATURE, annealed_mean
+        from .classification import TEMPERATURE, decode_logits, logit_region
 
+        guard = self._cast_guard(cast_guard)
         # Logits at H/2: decode, then the final nearest-neighbour x2 upsampling (as model.Predictor does).
-        ab = annealed_mean(out, TEMPERATURE if temperature is None else temperature, bins=self.bins)
+        ab = decode_logits(out, TEMPERATURE if temperature is None else temperature, self.bins, self.prior,
+                           self.kept, guard, logit_region(padded))
         return ab.repeat(2, axis=1).repeat(2, axis=2)[:, :h, :w, :]
 
-    def onnx_predictor(self, temperature=None):
-        """``predict`` with a fixed temperature: what :mod:`koala_utils.colorize` calls instead of Predictor."""
-        return lambda l_scaled, embedding: self.predict(l_scaled, embedding, temperature)
+    def _cast_guard(self, asked):
+        from .classification import CAST_GUARD
+
+        if self.prior is not None:
+            return CAST_GUARD if asked is None else float(asked)
+        if asked:
+            raise OnnxModelError(f"{self.path}: no ab prior in its metadata, so no colour cast guard; re-export it "
+                                 "with: python scripts/export_onnx.py (or pass cast_guard=0)")
+        if asked is None and CAST_GUARD and not getattr(self, "_warned", False):
+            warnings.warn(f"{self.path}: exported before the colour cast guard (no ab prior in its metadata): "
+                          "decoding without it; re-export it with: python scripts/export_onnx.py", stacklevel=3)
+            self._warned = True
+        return 0.0
+
+    def onnx_predictor(self, temperature=None, cast_guard=None):
+        """``predict`` with a fixed temperature and guard: what :mod:`koala_utils.colorize` calls instead of
+        Predictor."""
+        return lambda l_scaled, embedding: self.predict(l_scaled, embedding, temperature, cast_guard)
 
 
 class OnnxBackbone:

@@ -56,12 +56,6 @@ def info(name=None):
     return json.loads(path.read_text())
 
 
-def rebalancing_kept(name=None):
-    """How much of its class rebalancing a shipped classification model's logits keep (1 minus what the card's
-    ``rebalancing_removed`` says was divided out at export; see :func:`classification.adjust_rebalancing`)."""
-    return 1.0 - float(info(name).get("rebalancing_removed", 0.0))
-
-
 def export(model, card, weights_path=WEIGHTS, card_path=CARD):
     """Write a model's weights as float16 HDF5 arrays (bins and prior in float32), and its card as JSON.
 
@@ -134,6 +128,8 @@ def load(name=None, return_info=False, weights_path=None, card_path=None):
         raise ValueError(f"{weights_path}: holds {len(arrays)} arrays that do not fit the {head} network's "
                          f"{len(model.weights)} weights")
     model.set_weights(arrays)
+    if head == "classification":  # the export's calibration, for the cast guard (classification.decode_logits)
+        model.get_layer("ab_bins").rebalancing_removed = float(card.get("rebalancing_removed", 0.0))
     return (model, card) if return_info else model
 
 

@@ -224,7 +224,8 @@ def test_adjusting_the_rebalancing_moves_the_logits_by_a_fraction_of_log_w(bins)
 
 def test_quality_benchmark_decodes_a_removed_fraction_counting_what_the_export_removed(bins):
     """benchmarks/quality.py --removed F: F is the fraction divided out in all, so for a model whose export already
-    removed 0.2 (kept 0.8) F = 0.2 decodes the logits as they are, and F = 0.5 takes another 0.3 log w out."""
+    removed 0.2 (kept 0.8) F = 0.2 decodes the logits as they are, and F = 0.5 takes another 0.3 log w out; the
+    guard's anchor is the same whatever F is (all of the rebalancing divided out)."""
     import importlib.util
     from pathlib import Path
 
@@ -234,13 +235,72 @@ def test_quality_benchmark_decodes_a_removed_fraction_counting_what_the_export_r
     spec.loader.exec_module(quality)
     rng = np.random.default_rng(5)
     prior = cls.estimate_prior(rng.normal(0, 15, (5000, 2)), bins)
-    predictor = Predictor(build_model(head="classification", bins=bins, prior=prior))
+    model = build_model(head="classification", bins=bins, prior=prior)
+    model.get_layer("ab_bins").rebalancing_removed = 0.2
+    predictor = Predictor(model)
     raw = rng.normal(0, 2, (1, 4, 4, len(bins))).astype(np.float32)
-    settings = quality.settings_of("vivid", [0.2], [], [], removed=[0.2, 0.5], removed_temperatures=[0.2])
-    assert [s[0] for s in settings] == ["T=0.2", "T=0.2 removed 0.2", "T=0.2 removed 0.5"]
-    as_is = quality._decode(predictor, raw, 8, 8, "removed", (0.2, 0.2), prior=prior, kept=0.8)
-    assert np.allclose(as_is, predictor.decode(raw, 8, 8, 0.2), atol=1e-6)
-    more = quality._decode(predictor, raw, 8, 8, "removed", (0.5, 0.2), prior=prior, kept=0.8)
+    settings = quality.settings_of("vivid", [0.2], [], [], removed=[0.2, 0.5], removed_temperatures=[0.2],
+                                   guards=[0, 1])
+    assert [s[0] for s in settings] == ["T=0.2", "T=0.2 removed 0.2 guard 0", "T=0.2 removed 0.2 guard 1",
+                                        "T=0.2 removed 0.5 guard 0", "T=0.2 removed 0.5 guard 1"]
+    as_is = quality._decode(predictor, raw, 8, 8, "removed", (0.2, 0.2, 0.0))
+    assert np.allclose(as_is, predictor.decode(raw, 8, 8, 0.2, cast_guard=0.0), atol=1e-6)
+    more = quality._decode(predictor, raw, 8, 8, "removed", (0.5, 0.2, 0.0))
     log_w = np.log(cls.rebalancing_weights(prior)).astype(np.float32)
-    assert np.allclose(more, predictor.decode(raw - 0.3 * log_w, 8, 8, 0.2), atol=1e-6)
+    assert np.allclose(more, predictor.decode(raw - 0.3 * log_w, 8, 8, 0.2, cast_guard=0.0), atol=1e-6)
     assert not np.allclose(more, as_is, atol=1e-3)
+    guarded = [quality._decode(predictor, raw, 8, 8, "removed", (f, 0.2, 1.0)) for f in (0.2, 0.5)]
+    assert np.allclose(guarded[0], predictor.decode(raw, 8, 8, 0.2, cast_guard=1.0), atol=1e-6)
+    assert np.allclose(guarded[0].mean(axis=(1, 2)), guarded[1].mean(axis=(1, 2)), atol=1e-5)
+
+
+def test_the_cast_guard_moves_only_the_average_colour_of_the_photo_region():
+    """guard_cast at strength s moves each photo's mean ab over its region s of the way to the anchor's mean;
+    the variation around the mean is kept; 0 changes nothing; the padding does not count."""
+    rng = np.random.default_rng(3)
+    ab = rng.normal(0.1, 0.2, (2, 6, 8, 2)).astype(np.float32)
+    anchor = rng.normal(-0.05, 0.1, (2, 6, 8, 2)).astype(np.float32)
+    region = np.ones((2, 6, 8), bool)
+    region[1, :, 5:] = False  # the second photo has padding on the right
+    anchor[1][~region[1]] = 0.7  # which would pull hard if it counted
+    out = cls.guard_cast(ab, anchor, 1.0, region)
+    for k in range(2):
+        assert np.allclose(out[k][region[k]].mean(0), anchor[k][region[k]].mean(0), atol=1e-5)
+        assert np.allclose(out[k] - out[k][region[k]].mean(0), ab[k] - ab[k][region[k]].mean(0), atol=1e-5)
+    half = cls.guard_cast(ab, anchor, 0.5, region)
+    assert np.allclose(half, (ab + out) / 2, atol=1e-5)
+    assert np.array_equal(cls.guard_cast(ab, anchor, 0.0, region), ab)
+    with pytest.raises(ValueError, match="cast guard"):
+        cls.guard_cast(ab, anchor, 1.5)
+    assert np.array_equal(cls.logit_region(np.where(np.arange(8) < 6, 0.2, 1.0)[None, None, :, None]
+                                           .repeat(4, axis=1)), np.array([[[True] * 3 + [False]] * 2]))
+
+
+def test_decoding_with_the_cast_guard_anchors_on_the_unrebalanced_mean(bins):
+    """decode_logits with the guard at 1 gives each photo the average of the T = 1 mean of the logits with the
+    rebalancing divided out (counting what an export already removed), and without the guard the annealed mean."""
+    rng = np.random.default_rng(4)
+    prior = cls.estimate_prior(rng.normal(0, 15, (5000, 2)), bins)
+    logits = rng.normal(0, 2, (2, 4, 5, len(bins))).astype(np.float32)
+    assert np.array_equal(cls.decode_logits(logits, 0.2, bins), cls.annealed_mean(logits, 0.2, bins))
+    guarded = cls.decode_logits(logits, 0.2, bins, prior, kept=0.8, cast_guard=1.0)
+    anchor = cls.annealed_mean(cls.remove_rebalancing(logits, prior, kept=0.8), 1.0, bins)
+    assert np.allclose(guarded.mean(axis=(1, 2)), anchor.mean(axis=(1, 2)), atol=1e-5)
+    wrong = cls.annealed_mean(cls.remove_rebalancing(logits, prior, kept=1.0), 1.0, bins)
+    assert not np.allclose(guarded.mean(axis=(1, 2)), wrong.mean(axis=(1, 2)), atol=1e-3)
+    with pytest.raises(ValueError, match="prior"):
+        cls.decode_logits(logits, 0.2, bins, cast_guard=1.0)
+
+
+def test_a_saved_model_remembers_how_much_rebalancing_was_removed(bins, tmp_path):
+    """adjust_rebalancing records the fraction in the ab_bins layer; a .keras file keeps it (safe_mode), so the
+    Predictor's guard anchors on the right distribution."""
+    rng = np.random.default_rng(12)
+    prior = cls.estimate_prior(rng.normal(0, 15, (5000, 2)), bins)
+    model = build_model(head="classification", bins=bins, prior=prior)
+    assert cls.model_rebalancing_kept(model) == 1.0
+    cls.adjust_rebalancing(model, 0.25)
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert cls.model_rebalancing_kept(loaded) == pytest.approx(0.75)
+    assert Predictor(loaded).kept == pytest.approx(0.75)

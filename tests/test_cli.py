@@ -61,26 +61,34 @@ def test_entry_point_runs():
     assert run.returncode == 0 and "colorize" in run.stdout
 
 
-def test_colorize_with_the_vivid_model_and_a_temperature(workspace, capsys):
+def test_colorize_with_the_vivid_model_a_temperature_and_a_cast_guard(workspace, capsys):
     from PIL import Image
 
     from koala_utils import engine
 
     photo = next((workspace / "photos").glob("*.JPEG"))
     made = {}
-    for t in ("1.0", "0.2"):
-        out = workspace / f"vivid_{t}"
+    for t, guard in (("1.0", None), ("0.2", "1"), ("0.2", "0")):
+        out = workspace / f"vivid_{t}_{guard}"
+        flags = [] if guard is None else ["--cast-guard", guard]
         assert main(["colorize", str(photo), "-o", str(out), "--model", "vivid", "--temperature", t,
-                     "--engine", "keras"]) == EXIT_OK
-        made[t] = np.asarray(Image.open(out / f"{photo.stem}_colorized.png").convert("RGB")).astype(np.int16)
-    err = capsys.readouterr().err
-    assert "shipped 'vivid'" in err and len(err.strip().splitlines()) <= 2  # one line about the model, not a card
-    # The flag reaches the decoding: each output is the API's at that temperature, and the two differ.
+                     "--engine", "keras", *flags]) == EXIT_OK
+        made[t, guard] = np.asarray(Image.open(out / f"{photo.stem}_colorized.png").convert("RGB")).astype(np.int16)
+        err = capsys.readouterr().err
+        assert "shipped 'vivid'" in err and len(err.strip().splitlines()) <= 2  # a line about the model, not a card
+    # The flags reach the decoding: each output is the API's with those knobs, and they differ.
     # (Which one is more colourful depends on the photo: MODEL_CARD.md has the averages.)
-    for t, image in made.items():
-        expected = engine.colorize(photo, model="vivid", temperature=float(t), engine="keras").astype(np.int16)
-        assert np.abs(image - expected).max() <= 1, t
-    assert np.abs(made["0.2"] - made["1.0"]).mean() > 1.0
+    for (t, guard), image in made.items():
+        expected = engine.colorize(photo, model="vivid", temperature=float(t), engine="keras",
+                                   cast_guard=None if guard is None else float(guard)).astype(np.int16)
+        assert np.abs(image - expected).max() <= 1, (t, guard)
+    assert np.abs(made["0.2", "0"] - made["1.0", None]).mean() > 1.0
+    assert np.abs(made["0.2", "1"] - made["0.2", "0"]).mean() > 0.5
+    for flag, value in (("--temperature", "0"), ("--cast-guard", "1.5")):
+        assert main(["colorize", str(photo), "-o", str(workspace / "bad"), "--model", "vivid", flag, value]) \
+            == EXIT_USAGE
+        assert flag in capsys.readouterr().err
+    assert not (workspace / "bad").exists()
 
 
 def test_train_with_the_classification_loss(workspace):
