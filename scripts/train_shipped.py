@@ -105,7 +105,7 @@ def export(args):
     import numpy as np
 
     from koala_utils import data, pretrained
-    from koala_utils.classification import TEMPERATURE
+    from koala_utils.classification import CAST_GUARD, TEMPERATURE
     from koala_utils.color import lightness, scale_l
     from koala_utils.model import Predictor, load_model
     from koala_utils.train import read_history
@@ -154,8 +154,8 @@ def export(args):
         "head": head,
         "train_data": "data/training_manifest.csv (scripts/training_photos.py); checkpoints and settings "
         "chosen on the records' held-out 4 %, never on imagenet_val_1300",
-        **({"num_bins": int(model.output_shape[-1]), "temperature": TEMPERATURE, "rebalancing_removed": removed}
-           if head == "classification" else {}),
+        **({"num_bins": int(model.output_shape[-1]), "temperature": TEMPERATURE, "cast_guard": CAST_GUARD,
+            "rebalancing_removed": removed} if head == "classification" else {}),
         "phases": phases,
         "earlier": card.get("earlier", card.get("history_128") and {"summary": card.get("summary")}),
     }
@@ -172,10 +172,32 @@ def export(args):
           f"float16 vs float32: max |Δab| {card['float16_max_ab_drift']:.3f}")
 
 
+def recalibrate(args):
+    """Move the shipped vivid model's export-time calibration to ``--recalibrate`` (the fraction of the class
+    rebalancing divided out of its logits' bias), without training: the weights are the shipped ones, only the
+    bias changes (classification.adjust_rebalancing by the difference). Recorded in the card's "calibrations"."""
+    import datetime
+
+    from koala_utils import pretrained
+    from koala_utils.classification import CAST_GUARD, TEMPERATURE, adjust_rebalancing
+
+    if args.model != "vivid":
+        raise SystemExit("--recalibrate applies to the vivid model only")
+    model, card = pretrained.load(args.model, return_info=True)
+    before = float(card.get("rebalancing_removed", 0.0))
+    adjust_rebalancing(model, args.recalibrate - before)
+    card.update(rebalancing_removed=args.recalibrate, temperature=TEMPERATURE, cast_guard=CAST_GUARD)
+    card.setdefault("calibrations", []).append({
+        "date": datetime.date.today().isoformat(), "rebalancing_removed": [before, args.recalibrate],
+        "temperature": TEMPERATURE, "cast_guard": CAST_GUARD, "why": args.summary or ""})
+    pretrained.export(model, card, pretrained.weights_path(args.model), pretrained.card_path(args.model))
+    print(f"{args.model}: rebalancing removed {before} -> {args.recalibrate}; T {TEMPERATURE}, cast guard {CAST_GUARD}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=["paper", "vivid"])
-    parser.add_argument("--phase", required=True, help="phase name; the run folder is runs/<model>_<phase>")
+    parser.add_argument("--phase", help="phase name; the run folder is runs/<model>_<phase> (all but --recalibrate)")
     parser.add_argument("--records", default=str(ROOT.parent / "records" / "photos50k"))
     parser.add_argument("--runs", default=str(ROOT / "runs"))
     parser.add_argument("--size", type=int, default=128, help="training side in pixels (multiple of 8)")
@@ -196,7 +218,14 @@ def main(argv=None):
     parser.add_argument("--rebalancing-removed", type=float, default=0.0,
                         help="with --export, vivid: the fraction of the class rebalancing divided out of the logits' "
                         "bias (classification.adjust_rebalancing; chosen on the selection slice)")
+    parser.add_argument("--recalibrate", type=float, default=None, metavar="REMOVED",
+                        help="vivid: set the shipped model's --rebalancing-removed to this, without training, and "
+                        "stop (with --summary: why, for the card)")
     args = parser.parse_args(argv)
+    if args.recalibrate is not None:
+        return recalibrate(args)
+    if not args.phase:
+        parser.error("--phase is required")
     return export(args) if args.export else run_phase(args)
 
 
