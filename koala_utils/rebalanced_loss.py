@@ -53,6 +53,28 @@ def neighbour_candidates(bins, neighbours=NEIGHBOURS, cell=CELL):
     return candidates, padding
 
 
+def pick_logits(logits, idx):
+    """``take_along_axis(logits, idx, axis=-1)`` as one gather from the flattened logits.
+
+    Same values; on TensorFlow its backward pass is a single scatter, which makes a training step of the
+    classification head about 5 % faster on CPU than ``ops.take_along_axis`` (``benchmarks/head_step_cost.py``).
+
+    Parameters
+    ----------
+    logits : tensor, shape (..., Q)
+    idx : int tensor, shape (..., K), values in [0, Q)
+
+    Returns
+    -------
+    tensor, shape (..., K), the dtype of ``logits``
+    """
+    q = ops.shape(logits)[-1]
+    k = ops.shape(idx)[-1]
+    rows = ops.reshape(idx, (-1, k))
+    offsets = ops.arange(ops.shape(rows)[0], dtype="int32")[:, None] * q
+    return ops.reshape(ops.take(ops.reshape(logits, (-1,)), rows + offsets), ops.shape(idx))
+
+
 @keras.saving.register_keras_serializable(package="koala")
 class RebalancedCrossEntropy(keras.losses.Loss):
     """Cross-entropy of the logits against each pixel's soft-encoded ab, times its rebalancing weight.
@@ -105,7 +127,7 @@ class RebalancedCrossEntropy(keras.losses.Loss):
         idx, soft, pixel_weight = self.encode(y_true)
         logits = ops.cast(y_pred, "float32")
         # -sum_k soft_k log_softmax(z)_idx_k = logsumexp(z) - sum_k soft_k z_idx_k (the soft weights sum to 1)
-        picked = ops.take_along_axis(logits, idx, axis=-1)
+        picked = pick_logits(logits, idx)
         return (ops.logsumexp(logits, axis=-1) - ops.sum(soft * picked, axis=-1)) * pixel_weight
 
     def get_config(self):

@@ -11,7 +11,7 @@ from skimage.color import rgb2lab
 
 from koala_utils import classification as cls
 from koala_utils.model import Predictor, build_model, load_model
-from koala_utils.rebalanced_loss import RebalancedCrossEntropy
+from koala_utils.rebalanced_loss import RebalancedCrossEntropy, pick_logits
 
 HALF_DIAGONAL = cls.GRID * np.sqrt(2) / 2
 
@@ -304,3 +304,27 @@ def test_a_saved_model_remembers_how_much_rebalancing_was_removed(bins, tmp_path
     loaded = load_model(tmp_path / "m.keras")
     assert cls.model_rebalancing_kept(loaded) == pytest.approx(0.75)
     assert Predictor(loaded).kept == pytest.approx(0.75)
+
+
+PICK_SCRIPT = """
+import sys
+import numpy as np
+import keras
+from koala_utils.rebalanced_loss import pick_logits
+assert keras.backend.backend() == "jax"
+logits, idx = np.load(sys.argv[1] + "/logits.npy"), np.load(sys.argv[1] + "/idx.npy")
+np.save(sys.argv[1] + "/picked.npy", keras.ops.convert_to_numpy(pick_logits(logits, idx)))
+"""
+
+
+def test_picking_logits_by_bin_equals_take_along_axis_on_tf_and_jax(tmp_path):
+    rng = np.random.default_rng(11)
+    logits = rng.normal(0, 1, (2, 3, 5, 17)).astype(np.float32)
+    idx = rng.integers(0, 17, (2, 3, 5, 4)).astype(np.int32)
+    expected = np.take_along_axis(logits, idx, axis=-1)
+    assert np.array_equal(keras.ops.convert_to_numpy(pick_logits(logits, idx)), expected)
+    np.save(tmp_path / "logits.npy", logits)
+    np.save(tmp_path / "idx.npy", idx)
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    subprocess.run([sys.executable, "-c", PICK_SCRIPT, str(tmp_path)], check=True, env=env, timeout=300)
+    assert np.array_equal(np.load(tmp_path / "picked.npy"), expected)
