@@ -1,4 +1,4 @@
-"""Figures for judging colorizations: comparison grids and before/after galleries.
+"""Figures for judging colorizations: comparison grids, before/after galleries, and the vividness curve.
 
 matplotlib is imported only inside the functions, which use
 :class:`matplotlib.figure.Figure` directly (no pyplot global state), so they
@@ -116,3 +116,69 @@ def before_after_gallery(befores, afters, titles, path, columns=2):
         axes[row, 2 * col + 1].axis("on")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def vividness_curves(report, set_name):
+    """The accuracy-against-colourfulness points of one set of a ``benchmarks/quality.py`` report.
+
+    Parameters
+    ----------
+    report : dict
+        A parsed ``benchmarks/results/quality.json``: ``{"models": {name: {"sets": {set: {label: [mean, gray,
+        count]}}}}}``, where ``mean`` and ``gray`` hold ``"psnr"`` (dB) and ``"cf_ratio"``.
+    set_name : str
+        A set of the report, e.g. ``"imagenet_val_1300"``.
+
+    Returns
+    -------
+    curves : dict of str to list of (float, float, float)
+        ``"paper"``: the MSE model's ab multiplied by k (rows ``ab xk``); ``"vivid"``: the classification model at
+        temperature T (rows ``T=...``); ``"unbalanced"``: T with the rebalancing divided out (``T=... no rebal.``).
+        Each point is (k or T, CF ratio, PSNR in dB), sorted by k or T; a model or set the report lacks gives [].
+        Other rows (e.g. ``--removed`` grids) are left out.
+    gray_psnr : float or None
+        The gray baseline's PSNR on the set, None when the set is absent.
+    """
+    curves = {"paper": [], "vivid": [], "unbalanced": []}
+    gray_psnr = None
+    for name, prefix in (("paper", "ab x"), ("vivid", "T=")):
+        rows = report.get("models", {}).get(name, {}).get("sets", {}).get(set_name, {})
+        for label, (mean, gray, _count) in rows.items():
+            knob = label.removeprefix(prefix)
+            key = name
+            if knob.endswith(" no rebal."):
+                knob, key = knob.removesuffix(" no rebal."), "unbalanced"
+            try:
+                value = float(knob)
+            except ValueError:
+                continue
+            curves[key].append((value, mean["cf_ratio"], mean["psnr"]))
+            gray_psnr = gray["psnr"]
+    return {key: sorted(points) for key, points in curves.items()}, gray_psnr
+
+
+def plot_vividness(report, set_name, ax, title=None):
+    """Plot PSNR against CF ratio for one set: the vivid model's temperatures against the boosted MSE model.
+
+    The knob is worth having where the vivid curve lies above the boost curve (more accurate at the same
+    colourfulness). Parameters as :func:`vividness_curves`; ``ax`` is a matplotlib Axes. Returns the curves.
+    """
+    curves, gray_psnr = vividness_curves(report, set_name)
+    for key, label, style, letter in (("paper", "paper (MSE), ab × k", "s--", "k"),
+                                      ("vivid", "vivid, temperature T", "o-", "T")):
+        if curves[key]:
+            knob, cf, psnr = zip(*curves[key], strict=True)
+            ax.plot(cf, psnr, style, label=label)
+            for value, x, y in curves[key]:
+                ax.annotate(f"{letter} = {value:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4))
+    for value, x, y in curves["unbalanced"]:
+        ax.plot(x, y, "kx")
+        ax.annotate(f"T = {value:g}, rebalancing out", (x, y), fontsize=7, textcoords="offset points", xytext=(4, -9))
+    if gray_psnr is not None:
+        ax.axhline(gray_psnr, color="gray", linestyle=":", label="gray baseline")
+    ax.set_xlabel("CF ratio (colourfulness of the colorizations / of the real photos)")
+    ax.set_ylabel("PSNR (dB)")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return curves

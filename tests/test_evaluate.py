@@ -264,3 +264,27 @@ def test_evaluate_records_scores_the_network_output(small_records):
     expected = np.mean([np.mean((constant - ev.scaled_ab(t)) ** 2) for t in result["images"]["truth"]])
     assert result["mse_ab_of"] == "network output"
     assert result["mean"]["mse_ab"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_vividness_curves_read_the_quality_report_and_plot():
+    from matplotlib.figure import Figure
+
+    from koala_utils.figures import plot_vividness, vividness_curves
+
+    def row(cf, psnr):
+        return [{"cf_ratio": cf, "psnr": psnr}, {"cf_ratio": 0.0, "psnr": 22.0}, 10]
+
+    report = {"models": {
+        "paper": {"sets": {"val": {"ab x2": row(0.8, 21.0), "ab x1": row(0.4, 23.0)}}},
+        "vivid": {"sets": {"val": {"T=0.2": row(0.75, 22.5), "T=1": row(0.66, 22.6), "T=0.6 no rebal.": row(0.3, 23.5),
+                                   "removed 0.15 T=0.2 guard 1": row(0.9, 20.0)}}},
+    }}
+    curves, gray = vividness_curves(report, "val")
+    assert curves["paper"] == [(1.0, 0.4, 23.0), (2.0, 0.8, 21.0)]
+    assert curves["vivid"] == [(0.2, 0.75, 22.5), (1.0, 0.66, 22.6)]
+    assert curves["unbalanced"] == [(0.6, 0.3, 23.5)]
+    assert gray == 22.0
+    assert vividness_curves(report, "absent") == ({"paper": [], "vivid": [], "unbalanced": []}, None)
+    ax = Figure().subplots()
+    plot_vividness(report, "val", ax)
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2, 1, 2]  # paper, vivid, one x, gray line
