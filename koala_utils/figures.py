@@ -167,7 +167,7 @@ def plot_vividness(report, set_name, ax, title=None):
     for key, label, style, letter in (("paper", "paper (MSE), ab × k", "s--", "k"),
                                       ("vivid", "vivid, temperature T", "o-", "T")):
         if curves[key]:
-            knob, cf, psnr = zip(*curves[key], strict=True)
+            _, cf, psnr = zip(*curves[key], strict=True)
             ax.plot(cf, psnr, style, label=label)
             for value, x, y in curves[key]:
                 ax.annotate(f"{letter} = {value:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4))

@@ -98,6 +98,13 @@ def _relative(path):
     return path.name
 
 
+def _decoding(removed):
+    """The vivid card's decoding settings: the package's T and cast guard, and the export's removed fraction."""
+    from koala_utils.classification import CAST_GUARD, TEMPERATURE
+
+    return {"temperature": TEMPERATURE, "cast_guard": CAST_GUARD, "rebalancing_removed": removed}
+
+
 def export(args):
     """Write runs/<model>_<phase>/best.keras as the shipped model; append the phase to its card."""
     import platform
@@ -105,7 +112,6 @@ def export(args):
     import numpy as np
 
     from koala_utils import data, pretrained
-    from koala_utils.classification import CAST_GUARD, TEMPERATURE
     from koala_utils.color import lightness, scale_l
     from koala_utils.model import Predictor, load_model
     from koala_utils.train import read_history
@@ -154,8 +160,7 @@ def export(args):
         "head": head,
         "train_data": "data/training_manifest.csv (scripts/training_photos.py); checkpoints and settings "
         "chosen on the records' held-out 4 %, never on imagenet_val_1300",
-        **({"num_bins": int(model.output_shape[-1]), "temperature": TEMPERATURE, "cast_guard": CAST_GUARD,
-            "rebalancing_removed": removed} if head == "classification" else {}),
+        **({"num_bins": int(model.output_shape[-1]), **_decoding(removed)} if head == "classification" else {}),
         "phases": phases,
         "earlier": card.get("earlier", card.get("history_128") and {"summary": card.get("summary")}),
     }
@@ -179,19 +184,20 @@ def recalibrate(args):
     import datetime
 
     from koala_utils import pretrained
-    from koala_utils.classification import CAST_GUARD, TEMPERATURE, adjust_rebalancing
+    from koala_utils.classification import adjust_rebalancing
 
     if args.model != "vivid":
         raise SystemExit("--recalibrate applies to the vivid model only")
     model, card = pretrained.load(args.model, return_info=True)
     before = float(card.get("rebalancing_removed", 0.0))
     adjust_rebalancing(model, args.recalibrate - before)
-    card.update(rebalancing_removed=args.recalibrate, temperature=TEMPERATURE, cast_guard=CAST_GUARD)
+    card.update(_decoding(args.recalibrate))
     card.setdefault("calibrations", []).append({
-        "date": datetime.date.today().isoformat(), "rebalancing_removed": [before, args.recalibrate],
-        "temperature": TEMPERATURE, "cast_guard": CAST_GUARD, "why": args.summary or ""})
+        "date": datetime.date.today().isoformat(), **_decoding([before, args.recalibrate]),
+        "why": args.summary or ""})
     pretrained.export(model, card, pretrained.weights_path(args.model), pretrained.card_path(args.model))
-    print(f"{args.model}: rebalancing removed {before} -> {args.recalibrate}; T {TEMPERATURE}, cast guard {CAST_GUARD}")
+    print(f"{args.model}: rebalancing removed {before} -> {args.recalibrate}; "
+          f"T {card['temperature']}, cast guard {card['cast_guard']}")
 
 
 def main(argv=None):
