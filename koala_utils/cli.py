@@ -90,6 +90,9 @@ def build_parser():
     p.add_argument("--loss", default="mse", choices=["mse", "classification"],
                    help="mse: the paper's head and loss; classification: the vivid head (Zhang et al. rebalanced "
                    "cross-entropy over ab bins)")
+    p.add_argument("--supervision-stride", type=int, default=None,
+                   help="classification: train the head on one pixel of every S x S block (default: the "
+                   "package's SUPERVISION_STRIDE; 1 supervises every pixel)")
     p.add_argument("--lr-decay", action="store_true", help="cosine decay of the learning rate to a tenth")
     p.add_argument("--force", action="store_true",
                    help="resume RUN_DIR even with another records folder, image size, learning rate, loss or "

@@ -107,6 +107,7 @@ def cmd_train(args):
             seed=args.seed,
             verbose=args.verbose,
             loss=args.loss,
+            supervision_stride=args.supervision_stride,
             lr_decay=args.lr_decay,
             force=args.force,
         )

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from .rebalanced_loss import SupervisedPixels
+
 EMBED_DIM = 1000
 ENCODER = ((64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1))
 FUSION_FILTERS = 256
@@ -86,7 +88,7 @@ class AbBins(layers.Layer):
 
 
 def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", head="regression", bins=None,
-                prior=None, backbone=None):
+                prior=None, backbone=None, supervision_stride=1):
     """Build the colorization network.
 
     Parameters
@@ -113,6 +115,11 @@ def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", he
         (e.g. ``"efficientnet_lite0"``), recorded in the ``fusion_tile``
         layer and in every ``.keras`` file saved from the model. None records
         none: the command line then refuses the saved file.
+    supervision_stride : int
+        Classification head only: while training, compute the logits at one
+        pixel of every ``supervision_stride`` × ``supervision_stride`` block
+        (:class:`koala_utils.rebalanced_loss.SupervisedPixels`; the loss
+        must have the same stride). Prediction is unchanged.
 
     Returns
     -------
@@ -144,6 +151,8 @@ def build_model(embed_dim=EMBED_DIM, dtype_policy=None, name="koalarization", he
         from .classification import ab_bins
 
         bins = ab_bins() if bins is None else np.asarray(bins, np.float32)
+        if supervision_stride > 1:
+            x = SupervisedPixels(supervision_stride, name="supervised_pixels", dtype=dtype)(x)
         logits = _conv(len(bins), "decoder_logits", "float32", activation=None, kernel=1)(x)
         carrier = AbBins(len(bins), name="ab_bins", dtype="float32")
         out = carrier(logits)

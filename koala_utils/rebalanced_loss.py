@@ -4,6 +4,13 @@ Written with ``keras.ops`` (TensorFlow and JAX). The soft encoding happens insid
 ``tf.data`` pipeline already gives (``ab / 127`` at full resolution), so the records and the pipeline are the
 same for both heads. The nearest bins of a pixel come from a precomputed table of candidates per 2-unit cell of
 the ab plane (:func:`neighbour_candidates`), so a step measures distances to about a dozen bins, not all Q.
+
+Sparse supervision: with ``supervision_stride=2`` the network's :class:`SupervisedPixels` layer keeps, while
+training, one pixel of every 2×2 block of ``decoder_4``'s output before the logits conv, and the loss keeps the
+same pixels of the target (:func:`phase_subsample`), so the head's conv, softmax and their gradients cost a
+quarter. Neighbouring pixels carry nearly the same colour, so little is lost; each example of a batch takes
+another of the four offsets, so over a batch every output phase of the decoder's two ×2 upsamplings is trained.
+Validation and prediction see every pixel.
 """
 
 import keras
@@ -53,6 +60,53 @@ def neighbour_candidates(bins, neighbours=NEIGHBOURS, cell=CELL):
     return candidates, padding
 
 
+def phase_subsample(x, stride):
+    """Keep one pixel of every ``stride`` × ``stride`` block, at an offset that cycles over a batch's examples.
+
+    Example n keeps the pixels ``(i, j)`` with ``i % stride == p // stride`` and ``j % stride == p % stride``,
+    where ``p = n % stride**2``. Written as a mask and a sum (not a gather) so that both its forward and
+    backward passes are elementwise.
+
+    Parameters
+    ----------
+    x : tensor, shape (N, H, W, C), H and W multiples of ``stride``
+    stride : int
+
+    Returns
+    -------
+    tensor, shape (N, H / stride, W / stride, C), the dtype of ``x``
+    """
+    n, h, w, c = (ops.shape(x)[i] for i in range(4))
+    phase = ops.arange(n, dtype="int32") % (stride * stride)
+    # rows, then columns: TensorFlow's CPU kernels broadcast up to rank 5 only
+    rows = ops.one_hot(phase // stride, stride, dtype=x.dtype)[:, None, :, None, None]
+    x = ops.sum(ops.reshape(x, (n, h // stride, stride, w, c)) * rows, axis=2)
+    cols = ops.one_hot(phase % stride, stride, dtype=x.dtype)[:, None, None, :, None]
+    return ops.sum(ops.reshape(x, (n, h // stride, w // stride, stride, c)) * cols, axis=3)
+
+
+@keras.saving.register_keras_serializable(package="koala")
+class SupervisedPixels(keras.layers.Layer):
+    """While training, keep the pixels the loss supervises (:func:`phase_subsample`); otherwise the identity.
+
+    It sits before the classification head's logits conv when the network is built with
+    ``supervision_stride > 1``; it has no weights, so the weights are those of the network without it.
+    """
+
+    def __init__(self, stride=2, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+
+    def call(self, x, training=None):
+        return phase_subsample(x, self.stride) if training and self.stride > 1 else x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, None, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
 def pick_logits(logits, idx):
     """``take_along_axis(logits, idx, axis=-1)`` as one gather from the flattened logits.
 
@@ -90,26 +144,49 @@ class RebalancedCrossEntropy(keras.losses.Loss):
         Width of the Gaussian soft encoding, Lab units.
     neighbours : int
         Bins each target is spread over.
+    supervision_stride : int
+        The stride of the network's :class:`SupervisedPixels` layer (1: none).
 
     Notes
     -----
-    ``y_true`` is ``ab / 127`` of shape (N, H, W, 2); ``y_pred`` the logits (N, H/2, W/2, Q). The targets are
-    averaged over 2×2 blocks to the logits' grid.
+    ``y_true`` is ``ab / 127`` of shape (N, H, W, 2); ``y_pred`` the logits (N, H/2, W/2, Q), or, from a
+    network training with ``supervision_stride`` s, (N, H/2s, W/2s, Q). The targets are averaged over 2×2
+    blocks to the H/2 grid and, in the second case, the supervised pixels kept; the two cases are told apart
+    by the static heights, which must be known.
     """
 
-    def __init__(self, bins, weights, sigma=SIGMA, neighbours=NEIGHBOURS, name="rebalanced_cross_entropy",
-                 **kwargs):
+    def __init__(self, bins, weights, sigma=SIGMA, neighbours=NEIGHBOURS, supervision_stride=1,
+                 name="rebalanced_cross_entropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.bins = np.asarray(bins, np.float32)
         self.weights = np.asarray(weights, np.float32)
         self.sigma = float(sigma)
         self.neighbours = int(neighbours)
+        self.supervision_stride = int(supervision_stride)
         self.candidates, self.padding = neighbour_candidates(self.bins, self.neighbours)
         self.grid_side = int(round(2 * AB_LIMIT / CELL)) + 1
 
-    def encode(self, y_true):
-        """Soft-encode a batch: (indices (N, h, w, K'), soft weights (N, h, w, K'), pixel weights (N, h, w))."""
+    def sampled(self, y_true, y_pred):
+        """True if ``y_pred`` holds only the supervised pixels (a network training with a stride > 1)."""
+        if self.supervision_stride == 1:
+            return False
+        h_true, h_pred = y_true.shape[1], y_pred.shape[1]
+        if h_true is None or h_pred is None:
+            raise ValueError("supervision_stride > 1 needs the static heights of targets and logits; "
+                             f"got {h_true} and {h_pred}")
+        if h_pred * 2 * self.supervision_stride == h_true:
+            return True
+        if h_pred * 2 == h_true:
+            return False
+        raise ValueError(f"logits of height {h_pred} fit neither every pixel nor every "
+                         f"{self.supervision_stride}th pixel of targets of height {h_true} at half resolution")
+
+    def encode(self, y_true, sampled=False):
+        """Soft-encode a batch: (indices (N, h, w, K'), soft weights (N, h, w, K'), pixel weights (N, h, w));
+        ``sampled``: only the supervised pixels (:func:`phase_subsample`)."""
         ab = ops.average_pool(ops.cast(y_true, "float32"), 2, strides=2, padding="valid") * AB_SCALE
+        if sampled:
+            ab = phase_subsample(ab, self.supervision_stride)
         cell = ops.cast(ops.round((ops.clip(ab, -AB_LIMIT, AB_LIMIT) + AB_LIMIT) / CELL), "int32")
         flat = cell[..., 0] * self.grid_side + cell[..., 1]
         cand = ops.take(ops.convert_to_tensor(self.candidates), flat, axis=0)  # (N, h, w, K)
@@ -124,7 +201,7 @@ class RebalancedCrossEntropy(keras.losses.Loss):
         return idx, ops.stop_gradient(soft), ops.stop_gradient(pixel_weight)
 
     def call(self, y_true, y_pred):
-        idx, soft, pixel_weight = self.encode(y_true)
+        idx, soft, pixel_weight = self.encode(y_true, self.sampled(y_true, y_pred))
         logits = ops.cast(y_pred, "float32")
         # -sum_k soft_k log_softmax(z)_idx_k = logsumexp(z) - sum_k soft_k z_idx_k (the soft weights sum to 1)
         picked = pick_logits(logits, idx)
@@ -132,7 +209,7 @@ class RebalancedCrossEntropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "bins": self.bins.tolist(), "weights": self.weights.tolist(),
-                "sigma": self.sigma, "neighbours": self.neighbours}
+                "sigma": self.sigma, "neighbours": self.neighbours, "supervision_stride": self.supervision_stride}
 
 
 def prior_from_records(records_dir, bins, photos=2000, side=56):

@@ -63,23 +63,27 @@ def resolve_policy(mixed_precision):
 
 
 LOSSES = ("mse", "classification")
+# Classification head: logits and loss at one pixel of every 2×2 block while training (benchmarks/head_step_cost.py).
+SUPERVISION_STRIDE = 1
 
 
-def _classification_setup(records_dir):
+def _classification_setup(records_dir, supervision_stride=1):
     """Bins, the prior of the training photos, and the rebalanced loss for ``loss="classification"``."""
     from .classification import ab_bins, rebalancing_weights
     from .rebalanced_loss import RebalancedCrossEntropy, prior_from_records
 
     bins = ab_bins()
     prior = prior_from_records(records_dir, bins)
-    return bins, prior, RebalancedCrossEntropy(bins, rebalancing_weights(prior))
+    return bins, prior, RebalancedCrossEntropy(bins, rebalancing_weights(prior), supervision_stride=supervision_stride)
 
-def _build(embed_dim, policy, learning_rate, initial_model, loss="mse", records_dir=None, backbone=None):
+
+def _build(embed_dim, policy, learning_rate, initial_model, loss="mse", records_dir=None, backbone=None,
+           supervision_stride=1):
     """The compiled network, recording ``backbone``; ``initial_model``'s weights copied in (it must match)."""
     if loss == "classification":
-        bins, prior, loss_fn = _classification_setup(records_dir)
+        bins, prior, loss_fn = _classification_setup(records_dir, supervision_stride)
         model = build_model(embed_dim, dtype_policy=policy, head="classification", bins=bins, prior=prior,
-                            backbone=backbone)
+                            backbone=backbone, supervision_stride=supervision_stride)
     else:
         model, loss_fn = build_model(embed_dim, dtype_policy=policy, backbone=backbone), "mse"
     if initial_model is not None:
@@ -117,6 +121,7 @@ def train(
     loss="mse",
     lr_decay=False,
     force=False,
+    supervision_stride=None,
 ):
     """Train the colorization network on prepared records.
 
@@ -175,6 +180,12 @@ def train(
         classification head with the rebalanced cross-entropy of Zhang et al.
         (:mod:`koala_utils.rebalanced_loss`); the ab prior is estimated on
         ``records_dir``'s training photos and stored in the model.
+    supervision_stride : int, optional
+        Classification only: while training, the head computes its logits
+        and loss at one pixel of every ``s`` × ``s`` block of its H/2 grid
+        (:class:`koala_utils.rebalanced_loss.SupervisedPixels`), which makes a
+        step cheaper; validation and prediction use every pixel. Default
+        :data:`SUPERVISION_STRIDE`.
     lr_decay : bool
         Cosine decay of the learning rate over this call's steps, down to
         a tenth of ``learning_rate``.
@@ -212,6 +223,8 @@ def train(
         tf.config.experimental.enable_op_determinism()
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    supervision_stride = (SUPERVISION_STRIDE if supervision_stride is None else int(supervision_stride)) \
+        if loss == "classification" else 1
     policy = resolve_policy(mixed_precision)
     manifest = data.read_manifest(records_dir)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -235,6 +248,7 @@ def train(
         "deterministic": deterministic,
         "loss": loss,
         "lr_decay": lr_decay,
+        "supervision_stride": supervision_stride,
     }
     run_config.write(write_dir, run_config.check_resume(write_dir, config, force=force))
 
@@ -251,7 +265,8 @@ def train(
         validation_steps = max(1, math.ceil(val_count / global_batch))
     if lr_decay:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps_per_epoch * epochs, alpha=0.1)
-    build_args = (manifest["embed_dim"], policy, learning_rate, initial_model, loss, records_dir, manifest["backbone"])
+    build_args = (manifest["embed_dim"], policy, learning_rate, initial_model, loss, records_dir, manifest["backbone"],
+                  supervision_stride)
     if strategy is not None:
         with strategy.scope():
             model = _build(*build_args)

@@ -78,7 +78,7 @@ def run_phase(args):
           mixed_precision="bf16", image_size=args.size, steps_per_epoch=args.steps_per_epoch,
           validation_steps=args.validation_steps, embedding_dropout=args.embedding_dropout, min_crop=args.min_crop,
           initial_model=_initial_model(args.init, args.model), loss=loss, lr_decay=args.lr_decay, verbose=2,
-          backup_every_steps=50, callbacks=callbacks, seed=seed)
+          backup_every_steps=50, callbacks=callbacks, seed=seed, supervision_stride=args.supervision_stride)
     timing = run_dir / "wall_time.json"
     spent = time.time() - start + (json.loads(timing.read_text())["seconds"] if timing.exists() else 0)
     timing.write_text(json.dumps({"seconds": spent, "init": args.init}))
@@ -140,6 +140,7 @@ def export(args):
         "batch_size": config["batch_size"],
         "learning_rate": config["learning_rate"],
         "lr_decay": config.get("lr_decay", False),
+        "supervision_stride": config.get("supervision_stride", 1),
         "seed": config.get("seed"),
         "embedding_dropout": config["embedding_dropout"],
         "min_crop": config["min_crop"],
@@ -214,6 +215,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--lr-decay", action="store_true", help="cosine decay over the phase's epochs")
+    parser.add_argument("--supervision-stride", type=int, default=None,
+                        help="vivid: train the head on one pixel of every S x S block (default: the package's)")
     parser.add_argument("--embedding-dropout", type=float, default=0.2)
     parser.add_argument("--min-crop", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=None, help="shuffling and augmentation seed (default: from "

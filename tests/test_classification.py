@@ -1,5 +1,6 @@
 """The classification head (issue 10): bins, soft encoding, rebalancing, annealed mean, loss, save/load, learning."""
 
+import json
 import os
 import subprocess
 import sys
@@ -137,8 +138,10 @@ def test_classification_head_runs_and_loads_on_jax(tmp_path):
     assert np.allclose(np.load(tmp_path / "jax_out.npy"), Predictor(model, 0.2)(x, e), atol=1e-4)
 
 
-def test_tiny_classification_training_on_real_photos_gives_colour(small_records, tmp_path):
-    """A short run on real photos: predictions more colourful than gray and closer to the truth than at start."""
+@pytest.mark.parametrize("stride", [1, 2])
+def test_tiny_classification_training_on_real_photos_gives_colour(small_records, tmp_path, stride):
+    """A short run on real photos: predictions more colourful than gray and closer to the truth than at start,
+    with every pixel supervised and with one in four (sparse supervision)."""
     from koala_utils import data, evaluate
     from koala_utils.color import lab_scaled_to_rgb, lightness, scale_l
     from koala_utils.train import train
@@ -151,8 +154,10 @@ def test_tiny_classification_training_on_real_photos_gives_colour(small_records,
     keras.utils.set_random_seed(0)
     start = Predictor(build_model(head="classification"))(l_scaled, arrays["embedding"])
     model, history = train(records, tmp_path / "run", epochs=12, batch_size=4, image_size=64,
-                           loss="classification", tensorboard=False, verbose=0, augment=False)
+                           loss="classification", tensorboard=False, verbose=0, augment=False,
+                           supervision_stride=stride)
     assert history["loss"][-1] < history["loss"][0]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["supervision_stride"] == stride
     pred = Predictor(model, 0.38)(l_scaled, arrays["embedding"])
     assert np.mean((pred - truth_ab) ** 2) < np.mean((start - truth_ab) ** 2)
     rgb = [lab_scaled_to_rgb(lv, ab) for lv, ab in zip(l_scaled, pred, strict=True)]
