@@ -64,7 +64,7 @@ def resolve_policy(mixed_precision):
 
 LOSSES = ("mse", "classification")
 # Classification head: logits and loss at one pixel of every 2×2 block while training (benchmarks/head_step_cost.py).
-SUPERVISION_STRIDE = 1
+SUPERVISION_STRIDE = 2
 
 
 def _classification_setup(records_dir, supervision_stride=1):
