@@ -223,8 +223,11 @@ def train(
         tf.config.experimental.enable_op_determinism()
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    supervision_stride = (SUPERVISION_STRIDE if supervision_stride is None else int(supervision_stride)) \
-        if loss == "classification" else 1
+    if loss != "classification":
+        supervision_stride = 1  # the MSE head has no SupervisedPixels layer
+    elif supervision_stride is None:
+        supervision_stride = SUPERVISION_STRIDE
+    supervision_stride = int(supervision_stride)
     policy = resolve_policy(mixed_precision)
     manifest = data.read_manifest(records_dir)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
