@@ -55,27 +55,35 @@ def val_records():
     return out
 
 
-def settings_of(name, temperatures, boosts, unbalanced=(), removed=(), removed_temperatures=(), guards=(0.0,)):
+def settings_of(name, temperatures, boosts, unbalanced=(), removed=(), removed_temperatures=(), guards=(0.0,),
+                mixes=(), mix_temperatures=()):
     """[(label, kind, value)]: temperatures for the vivid model, chroma boosts for the paper model.
 
     The vivid model's ``T=...`` rows decode as :class:`koala_utils.model.Predictor` does by default (with the
     colour cast guard at ``classification.CAST_GUARD``); ``T=... no rebal.`` rows divide all the rebalancing out,
     unguarded. ``removed``, ``removed_temperatures`` and ``guards``: every triple (fraction of the rebalancing
     divided out in all, as ``classification.adjust_rebalancing`` would export it; temperature; cast guard
-    strength), value ``(fraction, T, guard)``.
+    strength), value ``(fraction, T, guard)``. ``mixes`` and ``mix_temperatures``: rows ``T=... mix a``, the
+    ``paper`` model's ab plus ``a`` times the vivid model's (default decoding at T) minus it, value ``(a, T)``.
     """
     if name == "vivid":
         return ([(f"T={t:g}", "temperature", t) for t in temperatures]
                 + [(f"T={t:g} no rebal.", "unbalanced", t) for t in unbalanced]
                 + [(f"T={t:g} removed {f:g} guard {g:g}", "removed", (f, t, g))
-                   for f in removed for t in removed_temperatures for g in guards])
+                   for f in removed for t in removed_temperatures for g in guards]
+                + [(f"T={t:g} mix {a:g}", "mix", (a, t)) for t in mix_temperatures for a in mixes])
     return [(f"ab x{k:g}", "boost", k) for k in boosts]
 
 
-def _decode(predictor, raw, h, w, kind, value, region=None):
-    """ab of one setting (``region``: the photo's pixels on the logits' grid, for the cast guard)."""
+def _decode(predictor, raw, h, w, kind, value, region=None, partner_ab=None):
+    """ab of one setting (``region``: the photo's pixels on the logits' grid, for the cast guard; ``partner_ab``:
+    the ``paper`` model's ab for the same photos, for ``mix`` rows)."""
     from koala_utils.classification import decode_logits, remove_rebalancing
+    from koala_utils.colorize import mix_ab
 
+    if kind == "mix":
+        amount, t = value
+        return mix_ab(partner_ab[:, :h, :w], predictor.decode(raw, h, w, t, region), amount)
     if kind == "unbalanced":
         return predictor.decode(remove_rebalancing(raw, predictor.prior, kept=predictor.kept), h, w, value,
                                 cast_guard=0.0)
@@ -103,8 +111,9 @@ def score(preds, truths, grays, pred_abs):
     return mean, gray, len(preds)
 
 
-def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16):
-    """Score every setting on a record split: the network runs once per batch, each setting decodes its output."""
+def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16, partner=None):
+    """Score every setting on a record split: the network runs once per batch, each setting decodes its output
+    (``partner``: the ``paper`` model, run as well when some setting mixes its ab in)."""
     from koala_utils.classification import logit_region
     from koala_utils.color import lab_scaled_to_rgb, lightness, scale_l
     from koala_utils.data import load_arrays
@@ -113,6 +122,7 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
 
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
+    partner = Predictor(partner) if partner is not None and any(s[1] == "mix" for s in settings) else None
     truths, grays = [], []
     preds = {label: [] for label, _, _ in settings}
     abs_ = {label: [] for label, _, _ in settings}
@@ -121,7 +131,8 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
         l_scaled = scale_l(lightness(rgb))[..., None]
         raw = predictor.raw(l_scaled, arrays["embedding"][start : start + batch_size])
         region = logit_region(pad_to_multiple(l_scaled.astype(np.float32)))
-        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, region)
+        partner_ab = None if partner is None else partner(l_scaled, arrays["embedding"][start : start + batch_size])
+        decoded = {label: _decode(predictor, raw, rgb.shape[1], rgb.shape[2], kind, value, region, partner_ab)
                    for label, kind, value in settings}
         for k in range(len(rgb)):
             top, left, h, w = arrays["box"][start + k]
@@ -134,11 +145,12 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
     return {label: score(preds[label], truths, grays, abs_[label]) for label in preds}
 
 
-def plates_sweep(model, backbone, settings, limit=None):
-    """Score every setting on the Prokudin-Gorskii plates, colorized at full resolution."""
+def plates_sweep(model, backbone, settings, limit=None, partner=None):
+    """Score every setting on the Prokudin-Gorskii plates, colorized at full resolution (``partner``: the
+    ``paper`` model, for ``mix`` rows)."""
     from koala_utils import historical
     from koala_utils.color import gray_and_lightness, lab_to_rgb_fast
-    from koala_utils.colorize import predict_small_ab, upsample_ab
+    from koala_utils.colorize import mix_ab, predict_small_ab, upsample_ab
     from koala_utils.images import to_gray
     from koala_utils.metrics import gray_baseline
 
@@ -149,9 +161,11 @@ def plates_sweep(model, backbone, settings, limit=None):
         preds = []
         for truth in truths:
             gray, full_l = gray_and_lightness(np.stack([to_gray(truth)] * 3, axis=-1))
-            t = value if kind == "temperature" else None
+            t = value if kind == "temperature" else value[1] if kind == "mix" else None
             ab, _ = predict_small_ab(gray, model, backbone, temperature=t)
             ab = ab * (value if kind == "boost" else 1.0)
+            if kind == "mix":
+                ab = mix_ab(predict_small_ab(gray, partner, backbone)[0], ab, value[0])
             preds.append(lab_to_rgb_fast(full_l, upsample_ab(ab, *gray.shape)))
         out[label] = score(preds, truths, grays, None)
     return out
@@ -225,6 +239,10 @@ def main(argv=None):
     parser.add_argument("--removed-temperatures", type=float, nargs="+", default=[0.38, 0.2, 0.1])
     parser.add_argument("--guards", type=float, nargs="+", default=[0.0],
                         help="vivid, with --removed: cast guard strengths to score with each pair")
+    parser.add_argument("--mixes", type=float, nargs="*", default=[],
+                        help="vivid: also the paper model's ab plus each amount times (vivid's - paper's)")
+    parser.add_argument("--mix-temperatures", type=float, nargs="+", default=[0.2],
+                        help="vivid, with --mixes: the temperatures of the vivid ab that is mixed in")
     parser.add_argument("--json", default=str(RESULTS / "quality.json"))
     parser.add_argument("--merge", nargs="+", default=None, help="combine these reports into --json (and .md)")
     args = parser.parse_args(argv)
@@ -242,17 +260,18 @@ def main(argv=None):
         model = pretrained.load(name) if name in pretrained.NAMES else load_model(name)
         kind = "vivid" if is_classification(model) else "paper"
         settings = settings_of(kind, args.temperatures, args.boosts, args.unbalanced, args.removed,
-                               args.removed_temperatures, args.guards)
+                               args.removed_temperatures, args.guards, args.mixes, args.mix_temperatures)
+        partner = pretrained.load("paper") if any(s[1] == "mix" for s in settings) else None
         start, found = time.time(), {}
         for set_name in args.sets:
             if set_name == "selection":
                 limit = min(args.limit or args.selection_limit, args.selection_limit)
-                rows = records_sweep(model, args.selection_records, "val", settings, limit)
+                rows = records_sweep(model, args.selection_records, "val", settings, limit, partner=partner)
             elif set_name == "imagenet_val_1300":
-                rows = records_sweep(model, val_records(), "val", settings, args.limit)
+                rows = records_sweep(model, val_records(), "val", settings, args.limit, partner=partner)
             else:
                 rows = plates_sweep(model, backbone, [s for s in settings if s[1] not in ("unbalanced", "removed")],
-                                    args.limit)
+                                    args.limit, partner)
             found[set_name] = rows
             print(format_table(f"{name} on {set_name}", rows), flush=True)
         report["models"][name] = {"seconds": round(time.time() - start, 1), "sets": found}

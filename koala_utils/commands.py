@@ -8,6 +8,7 @@ line on stderr that names the input. The heavy libraries are imported inside
 the functions, so ``koala --help`` and the onnx engine start without them.
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -166,6 +167,20 @@ def cmd_export(args):
     return EXIT_OK
 
 
+def _mix_partner(args, model):
+    """The shipped ``paper`` model, on the same engine, when ``--mix`` asks for it; else None."""
+    from .colorize import has_classification_head
+
+    if args.mix is None:
+        return None
+    if not has_classification_head(model):
+        name = args.model or "the default model"
+        raise ValueError(f"--mix mixes a vivid (classification) model's colour into paper's; {name} is a "
+                         "regression model (use --model vivid)")
+    partner, _ = _colorize_engine(argparse.Namespace(**{**vars(args), "model": "paper"}))
+    return partner
+
+
 def cmd_colorize(args):
     from .colorize import colorize_files
     from .images import list_images
@@ -175,6 +190,9 @@ def cmd_colorize(args):
         return EXIT_USAGE
     if args.cast_guard is not None and not 0.0 <= args.cast_guard <= 1.0:
         print_error(f"--cast-guard must be in [0, 1], got {args.cast_guard}")
+        return EXIT_USAGE
+    if args.mix is not None and not 0.0 <= args.mix <= 1.0:
+        print_error(f"--mix must be in [0, 1], got {args.mix}")
         return EXIT_USAGE
     paths, empty = [], []
     for entry in args.inputs:
@@ -190,11 +208,12 @@ def cmd_colorize(args):
         return EXIT_USAGE
     try:
         model, backbone = _colorize_engine(args)
+        partner = _mix_partner(args, model)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         print_error(str(exc))
         return EXIT_USAGE
     report = colorize_files(paths, args.output, model, backbone, args.size, args.overwrite,
-                            temperature=args.temperature, cast_guard=args.cast_guard)
+                            temperature=args.temperature, cast_guard=args.cast_guard, mix=args.mix, partner=partner)
     print(f"colorized {len(report['written'])} of {len(paths)} into {args.output}")
     failed = report["failed"] + empty
     if failed:

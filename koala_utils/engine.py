@@ -196,7 +196,7 @@ def load(engine="auto", model=None):
 
 
 def colorize(image, model=None, backbone=None, size=224, return_timings=False, temperature=None, engine="auto",
-             cast_guard=None):
+             cast_guard=None, mix=None):
     """:func:`koala_utils.colorize.colorize` with an engine choice.
 
     Parameters
@@ -212,6 +212,9 @@ def colorize(image, model=None, backbone=None, size=224, return_timings=False, t
     temperature, cast_guard : float, optional
         Decoding knobs of a classification head (:func:`koala_utils.colorize.colorize`).
     engine : {"auto", "onnx", "keras"}
+    mix : float, optional
+        In [0, 1], for a classification model: mix its colour into the shipped ``paper`` model's, loaded on the
+        same ``engine`` (:func:`koala_utils.colorize.mix_ab`). Default: no mixing.
 
     Returns
     -------
@@ -228,4 +231,11 @@ def colorize(image, model=None, backbone=None, size=224, return_timings=False, t
         backbone = default_backbone if backbone is None else backbone
     if backbone is None:
         raise ValueError("pass the backbone that goes with a loaded model")
-    return run(image, model, backbone, size, return_timings, temperature=temperature, cast_guard=cast_guard)
+    partner = None
+    if mix is not None:
+        key = (engine, "paper")
+        if key not in _LOADED:
+            _LOADED[key] = load(engine, "paper")[:2]
+        partner = _LOADED[key][0]
+    return run(image, model, backbone, size, return_timings, temperature=temperature, cast_guard=cast_guard,
+               mix=mix, partner=partner)
