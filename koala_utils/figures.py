@@ -133,14 +133,16 @@ def vividness_curves(report, set_name):
     -------
     curves : dict of str to list of (float, float, float)
         ``"paper"``: the MSE model's ab multiplied by k (rows ``ab xk``); ``"vivid"``: the classification model at
-        temperature T (rows ``T=...``); ``"unbalanced"``: T with the rebalancing divided out (``T=... no rebal.``).
-        Each point is (k or T, CF ratio, PSNR in dB), sorted by k or T; a model or set the report lacks gives [].
+        temperature T (rows ``T=...``); ``"unbalanced"``: T with the rebalancing divided out (``T=... no rebal.``);
+        ``"mix"``: the paper model's ab mixed with the vivid model's (rows ``T=... mix a``, ``--mixes``), with the
+        two ends, a = 0 (``ab x1``) and a = 1 (vivid at that T), added when the report has them. Each point is
+        (k, T or a, CF ratio, PSNR in dB), sorted by k, T or a; a model or set the report lacks gives [].
         Other rows (e.g. ``--removed`` grids) are left out.
     gray_psnr : float or None
         The gray baseline's PSNR on the set, None when the set is absent.
     """
-    curves = {"paper": [], "vivid": [], "unbalanced": []}
-    gray_psnr = None
+    curves = {"paper": [], "vivid": [], "unbalanced": [], "mix": []}
+    gray_psnr, mixed_at = None, set()
     for name, prefix in (("paper", "ab x"), ("vivid", "T=")):
         rows = report.get("models", {}).get(name, {}).get("sets", {}).get(set_name, {})
         for label, (mean, gray, _count) in rows.items():
@@ -148,12 +150,19 @@ def vividness_curves(report, set_name):
             key = name
             if knob.endswith(" no rebal."):
                 knob, key = knob.removesuffix(" no rebal."), "unbalanced"
+            if " mix " in knob:
+                mixed_at.add(knob.split(" mix ")[0])
+                knob, key = knob.split(" mix ")[1], "mix"
             try:
                 value = float(knob)
             except ValueError:
                 continue
             curves[key].append((value, mean["cf_ratio"], mean["psnr"]))
             gray_psnr = gray["psnr"]
+    if curves["mix"] and len(mixed_at) == 1:  # the two ends of one mix curve
+        at = float(mixed_at.pop())
+        curves["mix"] += [(0.0, cf, psnr) for k, cf, psnr in curves["paper"] if k == 1.0]
+        curves["mix"] += [(1.0, cf, psnr) for t, cf, psnr in curves["vivid"] if t == at]
     return {key: sorted(points) for key, points in curves.items()}, gray_psnr
 
 
@@ -165,7 +174,8 @@ def plot_vividness(report, set_name, ax, title=None):
     """
     curves, gray_psnr = vividness_curves(report, set_name)
     for key, label, style, letter in (("paper", "paper (MSE), ab × k", "s--", "k"),
-                                      ("vivid", "vivid, temperature T", "o-", "T")):
+                                      ("vivid", "vivid, temperature T", "o-", "T"),
+                                      ("mix", "paper + a × (vivid − paper)", "^-", "a")):
         if curves[key]:
             _, cf, psnr = zip(*curves[key], strict=True)
             ax.plot(cf, psnr, style, label=label)

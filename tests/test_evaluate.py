@@ -277,14 +277,15 @@ def test_vividness_curves_read_the_quality_report_and_plot():
     report = {"models": {
         "paper": {"sets": {"val": {"ab x2": row(0.8, 21.0), "ab x1": row(0.4, 23.0)}}},
         "vivid": {"sets": {"val": {"T=0.2": row(0.75, 22.5), "T=1": row(0.66, 22.6), "T=0.6 no rebal.": row(0.3, 23.5),
-                                   "removed 0.15 T=0.2 guard 1": row(0.9, 20.0)}}},
+                                   "removed 0.15 T=0.2 guard 1": row(0.9, 20.0), "T=0.2 mix 0.5": row(0.6, 22.9)}}},
     }}
     curves, gray = vividness_curves(report, "val")
     assert curves["paper"] == [(1.0, 0.4, 23.0), (2.0, 0.8, 21.0)]
     assert curves["vivid"] == [(0.2, 0.75, 22.5), (1.0, 0.66, 22.6)]
     assert curves["unbalanced"] == [(0.6, 0.3, 23.5)]
+    assert curves["mix"] == [(0.0, 0.4, 23.0), (0.5, 0.6, 22.9), (1.0, 0.75, 22.5)]  # ends: ab x1 and T=0.2
     assert gray == 22.0
-    assert vividness_curves(report, "absent") == ({"paper": [], "vivid": [], "unbalanced": []}, None)
+    assert vividness_curves(report, "absent") == ({"paper": [], "vivid": [], "unbalanced": [], "mix": []}, None)
     ax = Figure().subplots()
     plot_vividness(report, "val", ax)
-    assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2, 1, 2]  # paper, vivid, one x, gray line
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2, 3, 1, 2]  # paper, vivid, mix, one x, gray
