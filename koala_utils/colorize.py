@@ -56,11 +56,12 @@ def mix_ab(base_ab, vivid_ab, amount):
     """Mix a vivid model's colour into a regression model's: ``base_ab + amount * (vivid_ab - base_ab)``.
 
     The ``paper`` (MSE) model predicts each pixel's mean colour: right more often, but muted. The ``vivid``
-    model predicts bolder colour at some cost in accuracy. Between the two, the mix is more accurate at equal
-    colourfulness than either the vivid model's temperature or multiplying the paper model's ab. On 400
-    held-out photos of the training sources (the selection slice, MODEL_CARD.md), with vivid at T = 0.2:
-    amount 0.5 gives a colourfulness ratio of 0.61 at +0.54 dB over gray, 0.75 gives 0.73 at +0.02 dB (vivid
-    alone at T = 1: 0.73 at -0.25 dB), 1 is vivid alone (0.86 at -0.56 dB).
+    model predicts bolder colour at some cost in accuracy. Measured with the vivid model at T = 0.2
+    (``benchmarks/quality.py --mixes``, MODEL_CARD.md): on 1284 ImageNet-val photos, amount 0.5 gives a
+    colourfulness ratio of 0.55 at +0.52 dB over gray and 0.75 gives 0.64 at +0.17 dB (vivid alone at T = 1:
+    0.66 at -0.11 dB; the paper model's ab multiplied to CF 0.64: about +0.07 dB); 1 is vivid alone (0.75 at
+    -0.26 dB). On the Prokudin-Gorskii plates the mix is no better than the temperature (0.55 at +0.83 dB for
+    0.75; T = 1: 0.56 at +0.82 dB), and both lie below the multiplied paper model.
 
     Parameters
     ----------

@@ -180,6 +180,8 @@ def plot_vividness(report, set_name, ax, title=None):
             _, cf, psnr = zip(*curves[key], strict=True)
             ax.plot(cf, psnr, style, label=label)
             for value, x, y in curves[key]:
+                if key == "mix" and value in (0.0, 1.0):
+                    continue  # the ends are the paper and vivid points, labelled already
                 ax.annotate(f"{letter} = {value:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4))
     for value, x, y in curves["unbalanced"]:
         ax.plot(x, y, "kx")
