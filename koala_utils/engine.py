@@ -195,6 +195,14 @@ def load(engine="auto", model=None):
     return (*(load_onnx(model) if chosen == "onnx" else load_keras(model)), chosen)
 
 
+def _load_once(engine, model):
+    """``(model, backbone)`` for an engine choice and a ``--model`` value, loaded on the first call only."""
+    key = (engine, None if model is None else str(model))
+    if key not in _LOADED:
+        _LOADED[key] = load(engine, model)[:2]
+    return _LOADED[key]
+
+
 def colorize(image, model=None, backbone=None, size=224, return_timings=False, temperature=None, engine="auto",
              cast_guard=None, mix=None):
     """:func:`koala_utils.colorize.colorize` with an engine choice.
@@ -224,18 +232,10 @@ def colorize(image, model=None, backbone=None, size=224, return_timings=False, t
     from .colorize import colorize as run
 
     if model is None or isinstance(model, (str, os.PathLike)):
-        key = (engine, None if model is None else str(model))
-        if key not in _LOADED:
-            _LOADED[key] = load(engine, model)[:2]
-        model, default_backbone = _LOADED[key]
+        model, default_backbone = _load_once(engine, model)
         backbone = default_backbone if backbone is None else backbone
     if backbone is None:
         raise ValueError("pass the backbone that goes with a loaded model")
-    partner = None
-    if mix is not None:
-        key = (engine, "paper")
-        if key not in _LOADED:
-            _LOADED[key] = load(engine, "paper")[:2]
-        partner = _LOADED[key][0]
+    partner = None if mix is None else _load_once(engine, "paper")[0]
     return run(image, model, backbone, size, return_timings, temperature=temperature, cast_guard=cast_guard,
                mix=mix, partner=partner)
