@@ -113,7 +113,7 @@ def score(preds, truths, grays, pred_abs):
 
 def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16, partner=None):
     """Score every setting on a record split: the network runs once per batch, each setting decodes its output
-    (``partner``: the ``paper`` model, run as well when some setting mixes its ab in)."""
+    (``partner``: the ``paper`` model, run as well; pass it only when some setting mixes its ab in)."""
     from koala_utils.classification import logit_region
     from koala_utils.color import lab_scaled_to_rgb, lightness, scale_l
     from koala_utils.data import load_arrays
@@ -122,7 +122,7 @@ def records_sweep(model, records_dir, split, settings, limit=None, batch_size=16
 
     arrays = load_arrays(records_dir, split, limit=limit)
     predictor = Predictor(model)
-    partner = Predictor(partner) if partner is not None and any(s[1] == "mix" for s in settings) else None
+    partner = None if partner is None else Predictor(partner)
     truths, grays = [], []
     preds = {label: [] for label, _, _ in settings}
     abs_ = {label: [] for label, _, _ in settings}
@@ -150,7 +150,7 @@ def plates_sweep(model, backbone, settings, limit=None, partner=None):
     ``paper`` model, for ``mix`` rows)."""
     from koala_utils import historical
     from koala_utils.color import gray_and_lightness, lab_to_rgb_fast
-    from koala_utils.colorize import mix_ab, predict_small_ab, upsample_ab
+    from koala_utils.colorize import predict_small_ab, upsample_ab
     from koala_utils.images import to_gray
     from koala_utils.metrics import gray_baseline
 
@@ -162,10 +162,9 @@ def plates_sweep(model, backbone, settings, limit=None, partner=None):
         for truth in truths:
             gray, full_l = gray_and_lightness(np.stack([to_gray(truth)] * 3, axis=-1))
             t = value if kind == "temperature" else value[1] if kind == "mix" else None
-            ab, _ = predict_small_ab(gray, model, backbone, temperature=t)
+            mix = value[0] if kind == "mix" else None  # the mix as `koala colorize --mix` makes it
+            ab, _ = predict_small_ab(gray, model, backbone, temperature=t, mix=mix, partner=partner)
             ab = ab * (value if kind == "boost" else 1.0)
-            if kind == "mix":
-                ab = mix_ab(predict_small_ab(gray, partner, backbone)[0], ab, value[0])
             preds.append(lab_to_rgb_fast(full_l, upsample_ab(ab, *gray.shape)))
         out[label] = score(preds, truths, grays, None)
     return out

@@ -74,10 +74,14 @@ def mix_ab(base_ab, vivid_ab, amount):
     -------
     ndarray of float32, shape (..., 2)
     """
-    if not 0.0 <= amount <= 1.0:
-        raise ValueError(f"mix amount must be in [0, 1], got {amount}")
+    _check_amount(amount)
     base_ab = np.asarray(base_ab, np.float32)
     return base_ab + np.float32(amount) * (np.asarray(vivid_ab, np.float32) - base_ab)
+
+
+def _check_amount(amount):
+    if not 0.0 <= amount <= 1.0:
+        raise ValueError(f"mix amount must be in [0, 1], got {amount}")
 
 
 def _check_mix(model, backbone, mix, partner):
@@ -88,7 +92,7 @@ def _check_mix(model, backbone, mix, partner):
         raise ValueError("mix needs partner: the regression (paper) model whose colour the vivid one is mixed into")
     if not has_classification_head(model) or has_classification_head(partner):
         raise ValueError("mix takes a vivid (classification) model as model and a regression (paper) model as partner")
-    mix_ab(np.zeros(2, np.float32), np.zeros(2, np.float32), mix)  # the range check
+    _check_amount(mix)
     check_backbone(partner, backbone)
 
 
