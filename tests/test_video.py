@@ -286,3 +286,58 @@ def test_cli_video_knobs_reach_the_settings(tmp_path, monkeypatch, capsys):
         assert cli.main(["colorize-video", str(source), "-o", str(tmp_path / "c.mp4"), "--quiet", *extra]) == 0
     assert seen[0] == video.Settings()
     assert (seen[1].agree_sigma, seen[1].blend) == (3.0, 0.5)
+
+
+def _chroma(abs_):
+    return float(np.mean([np.hypot(ab[..., 0], ab[..., 1]).mean() for ab in abs_]))
+
+
+def test_vivid_decoding_knobs_reach_the_frames(model, lite0):
+    """The vivid model's temperature and the mix into paper's colour work on video as on photos."""
+    vivid = pretrained.load("vivid")
+    frames = list(video_io.read_frames(video_io.sample_clip("carphone_pristine"), max_frames=8))
+    settings = video.Settings(size=128, batch=4)
+
+    def small_ab(net, **knobs):
+        return [ab for _, ab, _ in video.colorize_frames(frames, net, lite0, settings, return_ab=True, **knobs)]
+
+    mean_colour, mode_colour = small_ab(vivid, temperature=1.0), small_ab(vivid, temperature=0.1)
+    assert _chroma(mode_colour) > _chroma(mean_colour)  # lower T, bolder colour
+    assert np.abs(np.stack(mode_colour) - np.stack(mean_colour)).mean() > 1.0
+    paper_ab, vivid_ab = small_ab(model), small_ab(vivid)
+    assert np.allclose(np.stack(vivid_ab), np.stack(small_ab(vivid, temperature=0.2)))  # the default T
+    assert np.abs(np.stack(vivid_ab) - np.stack(paper_ab)).mean() > 1.0
+    mixed = {a: small_ab(vivid, mix=a, partner=model) for a in (0.0, 0.5, 1.0)}
+    assert np.allclose(np.stack(mixed[0.0]), np.stack(paper_ab), atol=1e-3)
+    assert np.allclose(np.stack(mixed[1.0]), np.stack(vivid_ab), atol=1e-2)
+    half = np.stack(mixed[0.5])
+    assert 0 < np.abs(half - np.stack(paper_ab)).mean() < np.abs(np.stack(vivid_ab) - np.stack(paper_ab)).mean()
+    with pytest.raises(ValueError, match="partner"):  # refused before a frame is read
+        next(video.colorize_frames(iter(()), vivid, lite0, settings, mix=0.5))
+
+
+def test_cli_colorize_video_decoding_knobs(tmp_path, monkeypatch, capsys):
+    """--temperature, --cast-guard and --mix reach colorize_video (with the paper model as the mix's partner);
+    a bad value or a mix with the paper model is refused before anything is written."""
+    from koala_utils import cli
+
+    seen = []
+
+    def fake_colorize_video(source, output, model, backbone, settings, **kwargs):
+        seen.append(kwargs)
+        return {"output": output, "frames": 1, "seconds": 1.0, "fps": 1.0}
+
+    monkeypatch.setattr(video, "colorize_video", fake_colorize_video)
+    source = video_io.sample_clip("carphone_pristine")
+    out = tmp_path / "c.mp4"
+    assert cli.main(["colorize-video", str(source), "-o", str(out), "--quiet", "--model", "vivid",
+                     "--temperature", "0.5", "--cast-guard", "0.3", "--mix", "0.75"]) == cli.EXIT_OK
+    knobs = seen[0]
+    assert (knobs["temperature"], knobs["cast_guard"], knobs["mix"]) == (0.5, 0.3, 0.75)
+    assert knobs["partner"] is not None and "paper" in capsys.readouterr().err
+    for args, word in ((["--model", "vivid", "--temperature", "0"], "--temperature"),
+                       (["--model", "vivid", "--mix", "1.5"], "--mix"),
+                       (["--model", "paper", "--mix", "0.5"], "regression")):
+        assert cli.main(["colorize-video", str(source), "-o", str(out), "--quiet", *args]) == cli.EXIT_USAGE
+        assert word in capsys.readouterr().err
+    assert len(seen) == 1 and not out.exists()
