@@ -1,6 +1,6 @@
 """Choosing the coherent mode's knobs on tuning clips (never the clips video_quality.py reports).
 
-    python benchmarks/video_tuning.py [--quick] [--json OUT] [--footage DIR]
+    python benchmarks/video_tuning.py [--quick] [--json OUT] [--footage DIR] [--model vivid]
 
 Tuning clips, all with true colours (so PSNR is measured):
 
@@ -60,6 +60,8 @@ GRID = {
     "blend 0.9, agreement 4": {"blend": 0.9, "agree_sigma": 4.0},
     "blend 0.95, agreement 6": {"blend": 0.95, "agree_sigma": 6.0},
     "blend 0.8, agreement 10": {"blend": 0.8, "agree_sigma": 10.0},
+    "blend 0.9, agreement 12": {"blend": 0.9, "agree_sigma": 12.0},  # wider checks, for the vivid model's
+    "blend 0.9, agreement 16": {"blend": 0.9, "agree_sigma": 16.0},  # bigger frame-to-frame swings
 }
 
 
@@ -144,18 +146,18 @@ def footage_clips(folder):
             for name, starts in FOOTAGE_CLIPS.items() if (folder / f"{name}.avi").is_file() for start in starts}
 
 
-def _shipped_digest():
-    """The first 12 hex digits of the default shipped model's weights' SHA-256: a new model, a new memo."""
+def _shipped_digest(name=None):
+    """The first 12 hex digits of a shipped model's weights' SHA-256: a new model, a new memo."""
     from koala_utils import pretrained
 
-    return hashlib.sha256(pretrained.weights_path().read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(pretrained.weights_path(name).read_bytes()).hexdigest()[:12]
 
 
 class Memo:
-    """The shipped model and Lite0 behind a cache keyed by their inputs' bytes (kept on disk)."""
+    """A shipped model (at its default decoding) and Lite0 behind a cache keyed by their inputs' bytes (on disk)."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, model_name=None):
+        self.path, self.model_name = path, model_name
         self.store = pickle.loads(path.read_bytes()) if path.exists() else {}
         self.misses = 0
         self._model = self._backbone = self._predict = None
@@ -176,7 +178,7 @@ class Memo:
             from koala_utils.colorize import predictor_for
 
             self._backbone = get_backbone("efficientnet_lite0")
-            self._predict = predictor_for(pretrained.load())
+            self._predict = predictor_for(pretrained.load(self.model_name))
 
     def onnx_predictor(self, temperature=None):  # video.colorize_frames asks the "model" for its predictor
         def predict(l_scaled, embeddings):
@@ -238,10 +240,10 @@ def _ratios(result, name):
             "dpsnr": m["psnr"] - base["psnr"]}
 
 
-def run(quick=False, footage=FOOTAGE):
+def run(quick=False, footage=FOOTAGE, model_name=None):
     _common.quiet_tensorflow()
     grid = {k: GRID[k] for k in list(GRID)[:3]} if quick else GRID
-    memo = Memo(_common.CACHE / f"video_tuning_memo_{_shipped_digest()}.pkl")
+    memo = Memo(_common.CACHE / f"video_tuning_memo_{_shipped_digest(model_name)}.pkl", model_name)
     groups = {"stills": still_clips()}
     found = footage_clips(footage)
     if found:
@@ -276,7 +278,9 @@ def run(quick=False, footage=FOOTAGE):
                r["per-frame"]["psnr"]] for group, clips in results.items() for label, r in clips.items()]
     notes.append("CDC x 1e-3 of truth, gray source and per-frame, and per-frame PSNR:\n\n"
                  + _common.markdown_table(["clip", "truth CDC", "gray CDC", "per-frame CDC", "per-frame PSNR"], floors))
-    return _common.report("video_tuning", "Coherent-mode knobs on the tuning clips (coherent vs per-frame, means)",
+    title = "Coherent-mode knobs on the tuning clips (coherent vs per-frame, means)"
+    title += f", {model_name} model" if model_name else ""
+    return _common.report("video_tuning", title,
                           ["setting", "clips", "n", "colour WE ratio", "CDC ratio", "colour CDC ratio", "dPSNR dB",
                            "worst dPSNR dB"], rows, figures=figures, load=load, notes=notes)
 
@@ -284,9 +288,10 @@ def run(quick=False, footage=FOOTAGE):
 def main(argv=None):
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--footage", default=str(FOOTAGE), help="folder with OpenCV's Megamind.avi and vtest.avi")
+    p.add_argument("--model", default=None, choices=["paper", "vivid"], help="shipped model (default: the default one)")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    return _common.finish(run(args.quick, args.footage), args, started)
+    return _common.finish(run(args.quick, args.footage, args.model), args, started)
 
 
 if __name__ == "__main__":
