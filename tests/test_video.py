@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from koala_utils import color, evaluate, historical, images, pretrained, video, video_io
+from koala_utils import color, evaluate, historical, images, pretrained, video, video_io, video_settings
 from koala_utils.video_metrics import TemporalMetrics, js_divergence, measure
 
 
@@ -282,10 +282,13 @@ def test_cli_video_knobs_reach_the_settings(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(video, "colorize_video", fake_colorize_video)
     source = video_io.sample_clip("carphone_pristine")
-    for extra in ([], ["--agree", "3", "--blend", "0.5"]):
+    for extra in ([], ["--agree", "3", "--blend", "0.5"], ["--model", "vivid"], ["--model", "vivid", "--agree", "3"]):
         assert cli.main(["colorize-video", str(source), "-o", str(tmp_path / "c.mp4"), "--quiet", *extra]) == 0
     assert seen[0] == video.Settings()
     assert (seen[1].agree_sigma, seen[1].blend) == (3.0, 0.5)
+    # The vivid model gets its own, wider agreement check (chosen by video_tuning.py --model vivid) unless told
+    assert seen[2] == video.Settings(agree_sigma=video_settings.VIVID_AGREE_SIGMA) and seen[2] != seen[0]
+    assert seen[3].agree_sigma == 3.0
 
 
 def _chroma(abs_):
