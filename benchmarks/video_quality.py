@@ -29,10 +29,13 @@ MODES = ("per-frame", "coherent")
 PAN_SIZE = (360, 640)
 
 
-def _settings():
+def _settings(model):
+    """Per-frame, and the coherent defaults that ``koala colorize-video`` gives this model."""
     from koala_utils import video
+    from koala_utils.colorize import has_classification_head
 
-    return {"per-frame": video.Settings.per_frame(), "coherent": video.Settings()}
+    coherent = video.Settings.for_model(has_classification_head(model))
+    return {"per-frame": video.Settings.per_frame(), "coherent": coherent}
 
 
 def measure_clip(frames, model, backbone, has_truth, max_side=640, decoding=None):
@@ -42,7 +45,7 @@ def measure_clip(frames, model, backbone, has_truth, max_side=640, decoding=None
     from koala_utils import evaluate, video
     from koala_utils.video_metrics import TemporalMetrics
 
-    settings = _settings()
+    settings = _settings(model)
     copies = itertools.tee(frames, 1 + len(MODES))
     outputs = [video.colorize_frames(copies[1 + i], model, backbone, settings[m], **(decoding or {}))
                for i, m in enumerate(MODES)]
