@@ -29,13 +29,11 @@ MODES = ("per-frame", "coherent")
 PAN_SIZE = (360, 640)
 
 
-def _settings(model):
-    """Per-frame, and the coherent defaults that ``koala colorize-video`` gives this model."""
+def _settings():
+    """Per-frame, and the coherent defaults of ``koala colorize-video``."""
     from koala_utils import video
-    from koala_utils.colorize import has_classification_head
 
-    coherent = video.Settings.for_model(has_classification_head(model))
-    return {"per-frame": video.Settings.per_frame(), "coherent": coherent}
+    return {"per-frame": video.Settings.per_frame(), "coherent": video.Settings()}
 
 
 def measure_clip(frames, model, backbone, has_truth, max_side=640, decoding=None):
@@ -45,7 +43,7 @@ def measure_clip(frames, model, backbone, has_truth, max_side=640, decoding=None
     from koala_utils import evaluate, video
     from koala_utils.video_metrics import TemporalMetrics
 
-    settings = _settings(model)
+    settings = _settings()
     copies = itertools.tee(frames, 1 + len(MODES))
     outputs = [video.colorize_frames(copies[1 + i], model, backbone, settings[m], **(decoding or {}))
                for i, m in enumerate(MODES)]

@@ -137,7 +137,7 @@ def build_parser():
                    help="onnx: onnxruntime, no TensorFlow; auto (default): onnx when the model has an ONNX file")
     p.set_defaults(func=cmd_colorize)
 
-    defaults, vivid_agree = _video_defaults()
+    defaults = _video_defaults()
     p = sub.add_parser(
         "colorize-video",
         help="colorize a video (keeps its frame rate and audio)",
@@ -162,10 +162,9 @@ def build_parser():
                    help=f"weight of the past in the embedding's moving average (default {defaults.embed_momentum})")
     p.add_argument("--blend", type=float, default=defaults.blend,
                    help=f"weight of the colour carried along the flow where reliable, 0-1 (default {defaults.blend})")
-    p.add_argument("--agree", type=float, default=None,
+    p.add_argument("--agree", type=float, default=defaults.agree_sigma,
                    help="Lab units: where the new prediction differs from the carried colour by more, the new one "
-                        f"wins (a change, not flicker); 0 carries colour regardless (default {defaults.agree_sigma:g}, "
-                        f"{vivid_agree:g} with the vivid model)")
+                        f"wins (a change, not flicker); 0 carries colour regardless (default {defaults.agree_sigma:g})")
     p.add_argument("--cut-threshold", type=float, default=defaults.cut_threshold,
                    help=f"L-histogram distance (0-1) that marks a scene cut (default {defaults.cut_threshold})")
     p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default 25)")
@@ -188,9 +187,9 @@ def build_parser():
 
 
 def _video_defaults():
-    from .video_settings import VIVID_AGREE_SIGMA, Settings  # not .video: the parser must not need OpenCV or PyAV
+    from .video_settings import Settings  # not .video: building the parser must not need OpenCV or PyAV
 
-    return Settings(), VIVID_AGREE_SIGMA
+    return Settings()
 
 
 def main(argv=None):

@@ -231,7 +231,6 @@ def cmd_colorize(args):
 
 
 def cmd_colorize_video(args):
-    from .colorize import has_classification_head
     from .video import Settings, colorize_video
     from .video_io import VideoError
 
@@ -252,9 +251,8 @@ def cmd_colorize_video(args):
     if args.per_frame:
         settings = Settings.per_frame(**knobs)
     else:
-        knobs.update(embed_every=args.embed_every, embed_momentum=args.embed_momentum, blend=args.blend)
-        knobs.update({} if args.agree is None else {"agree_sigma": args.agree})
-        settings = Settings.for_model(has_classification_head(model), **knobs)
+        settings = Settings(**knobs, embed_every=args.embed_every, embed_momentum=args.embed_momentum,
+                            blend=args.blend, agree_sigma=args.agree)
     try:
         report = colorize_video(source, output, model, backbone, settings, fps=args.fps,
                                 max_frames=args.max_frames, overwrite=args.overwrite, progress=not args.quiet,

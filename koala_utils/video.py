@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from . import color, images, video_io
-from .colorize import ab_predictor, check_mix, has_classification_head
+from .colorize import ab_predictor, check_mix
 from .video_metrics import consistent, warp
 from .video_settings import Settings
 
@@ -155,8 +155,7 @@ def colorize_frames(frames, model, backbone, settings=None, return_ab=False, tim
     backbone : backbones.Backbone
         The backbone it was trained with.
     settings : Settings, optional
-        Default ``Settings.for_model(...)`` (coherent; a wider agreement check for a vivid model);
-        ``Settings.per_frame()`` for the baseline.
+        Default ``Settings()`` (coherent); ``Settings.per_frame()`` for the baseline.
     return_ab : bool
         Also yield the small ab map (h, w, 2), float32 in Lab units, and whether
         the frame starts a new scene.
@@ -173,7 +172,7 @@ def colorize_frames(frames, model, backbone, settings=None, return_ab=False, tim
     (rgb, ab, cut) when ``return_ab``.
     """
     check_mix(model, backbone, mix, partner)
-    settings = settings or Settings.for_model(has_classification_head(model))
+    settings = settings or Settings()
     timings = timings if timings is not None else {}
     for key in ("backbone", "network", "flow", "merge"):
         timings.setdefault(key, 0.0)

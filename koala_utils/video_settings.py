@@ -2,11 +2,6 @@
 
 from dataclasses import dataclass
 
-# The same rule as Settings' defaults, run with the vivid model (benchmarks/video_tuning.py --model vivid,
-# docs/video.md): on the tuning clips, 12 leaves 0.38 / 0.31 of the colour warping error of per-frame on the
-# stills / the footage, against 0.45 / 0.34 at 8, with every clip within 0.2 dB of per-frame.
-VIVID_AGREE_SIGMA = 12.0
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -21,13 +16,8 @@ class Settings:
     flow_preset: int = 1  # DIS preset of the propagation's flow: 0 ultrafast, 1 fast, 2 medium
     flow_tolerance: float = 2.0  # forward-backward check: squared px of round-trip error let through
     match_sigma: float = 10.0  # gray levels: the carried colour's weight falls as exp(-(dL / match_sigma)^2)
-    agree_sigma: float = 8.0  # Lab units: ... and as exp(-(|ab carried - ab new| / agree_sigma)^2) (0: off)
-
-    @classmethod
-    def for_model(cls, classification, **kwargs):
-        """The coherent defaults for a model's head: the vivid (classification) head's colour jumps further
-        from frame to frame, so its agreement check is wider (:data:`VIVID_AGREE_SIGMA`)."""
-        return cls(**{"agree_sigma": VIVID_AGREE_SIGMA, **kwargs}) if classification else cls(**kwargs)
+    agree_sigma: float = 12.0  # Lab units: ... and as exp(-(|ab carried - ab new| / agree_sigma)^2) (0: off)
+    # (blend 0.9 and agree 12: the pick of benchmarks/video_tuning.py's rule with both shipped models, docs/video.md)
 
     @classmethod
     def per_frame(cls, **kwargs):

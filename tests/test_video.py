@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from koala_utils import color, evaluate, historical, images, pretrained, video, video_io, video_settings
+from koala_utils import color, evaluate, historical, images, pretrained, video, video_io
 from koala_utils.video_metrics import TemporalMetrics, js_divergence, measure
 
 
@@ -286,9 +286,7 @@ def test_cli_video_knobs_reach_the_settings(tmp_path, monkeypatch, capsys):
         assert cli.main(["colorize-video", str(source), "-o", str(tmp_path / "c.mp4"), "--quiet", *extra]) == 0
     assert seen[0] == video.Settings()
     assert (seen[1].agree_sigma, seen[1].blend) == (3.0, 0.5)
-    # The vivid model gets its own, wider agreement check (chosen by video_tuning.py --model vivid) unless told
-    assert seen[2] == video.Settings(agree_sigma=video_settings.VIVID_AGREE_SIGMA) and seen[2] != seen[0]
-    assert seen[3].agree_sigma == 3.0
+    assert seen[2] == video.Settings() and seen[3].agree_sigma == 3.0  # the vivid model: the same defaults
 
 
 def _chroma(abs_):
