@@ -97,8 +97,10 @@ def _check_amount(amount):
         raise ValueError(f"mix amount must be in [0, 1], got {amount}")
 
 
-def check_mix(model, backbone, mix, partner):
-    """Refuse a mix that cannot be made, before any photo is read."""
+def check_models(model, backbone, mix=None, partner=None):
+    """Refuse, before any photo or frame is read, a backbone ``model`` was not trained with (see
+    :func:`check_backbone`) and a mix that cannot be made."""
+    check_backbone(model, backbone)
     if mix is None:
         return
     if partner is None:
@@ -135,8 +137,7 @@ def predict_small_ab(gray, model, backbone, size=224, temperature=None, cast_gua
     koala_utils.backbone_record.BackboneMismatchError
         The model records another backbone, or takes embeddings of another width.
     """
-    check_backbone(model, backbone)
-    check_mix(model, backbone, mix, partner)
+    check_models(model, backbone, mix, partner)
     start = time.perf_counter()
     padded, (top, left, h, w) = images.resize_pad(gray, size)
     # The backbone pads the photo into its own square: when that is `size` too, the padded photo
@@ -257,8 +258,7 @@ def colorize_files(paths, out_dir, model, backbone, size=224, overwrite=False, l
     ValueError
         Before any file is read: a ``mix`` that cannot be made (see :func:`colorize`).
     """
-    check_backbone(model, backbone)
-    check_mix(model, backbone, mix, partner)
+    check_models(model, backbone, mix, partner)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in paths]

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from . import color, images, video_io
-from .colorize import ab_predictor, check_mix
+from .colorize import ab_predictor, check_models
 from .video_metrics import consistent, warp
 from .video_settings import Settings
 
@@ -164,14 +164,19 @@ def colorize_frames(frames, model, backbone, settings=None, return_ab=False, tim
     temperature, cast_guard, mix, partner : optional
         The vivid model's decoding knobs, as for photos (:func:`koala_utils.colorize.colorize`): the
         annealed-mean temperature, the colour cast guard, and a mix of its colour into the regression
-        model ``partner``'s. Refused before any frame is read when the mix cannot be made.
+        model ``partner``'s.
 
     Yields
     ------
     rgb : ndarray of uint8, shape (H, W, 3)
     (rgb, ab, cut) when ``return_ab``.
+
+    Raises
+    ------
+    koala_utils.backbone_record.BackboneMismatchError, ValueError
+        Before any frame is read: a backbone the model was not trained with, or a mix that cannot be made.
     """
-    check_mix(model, backbone, mix, partner)
+    check_models(model, backbone, mix, partner)
     settings = settings or Settings()
     timings = timings if timings is not None else {}
     for key in ("backbone", "network", "flow", "merge"):
@@ -224,7 +229,7 @@ def colorize_video(source, output, model, backbone, settings=None, fps=None, max
         end) and per-stage ``timings``.
     """
     source, output = Path(source), Path(output)
-    check_mix(model, backbone, mix, partner)
+    check_models(model, backbone, mix, partner)
     info = video_io.probe(source, fps=fps)
     if output.exists() and output.resolve() == source.resolve():
         raise FileExistsError(f"{output}: output would overwrite the input")

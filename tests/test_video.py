@@ -248,6 +248,21 @@ def test_no_video_stream_and_no_frames(model, lite0, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audio.m4a", "frames"]
 
 
+def test_a_backbone_the_model_was_not_trained_with_is_refused(lite0, tmp_path):
+    """A model trained on Inception-ResNet-v2 embeddings (also 1000 logits) with Lite0 would run, wrongly."""
+    from koala_utils.backbone_record import BackboneMismatchError
+    from koala_utils.model import build_model
+
+    irv2_model = build_model(backbone="inception_resnet_v2")
+    frames = iter([np.full((32, 48, 3), 128, np.uint8)] * 2)
+    with pytest.raises(BackboneMismatchError, match="inception_resnet_v2.*efficientnet_lite0"):
+        next(video.colorize_frames(frames, irv2_model, lite0))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(BackboneMismatchError):
+        video.colorize_video(video_io.sample_clip("carphone_pristine"), out, irv2_model, lite0)
+    assert not out.exists()
+
+
 def test_existing_output_is_kept(model, lite0, tmp_path):
     out = tmp_path / "out.mp4"
     out.write_bytes(b"mine")
