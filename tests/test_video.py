@@ -285,20 +285,27 @@ def test_cli_colorize_video(tmp_path, capsys):
     assert "nope.mp4" in capsys.readouterr().err
 
 
+def _record_colorize_video(monkeypatch):
+    """Stand in for video.colorize_video; the list receives each call's (settings, keyword arguments)."""
+    calls = []
+
+    def fake_colorize_video(source, output, model, backbone, settings, **kwargs):
+        calls.append((settings, kwargs))
+        return {"output": output, "frames": 1, "seconds": 1.0, "fps": 1.0}
+
+    monkeypatch.setattr(video, "colorize_video", fake_colorize_video)
+    return calls
+
+
 def test_cli_video_knobs_reach_the_settings(tmp_path, monkeypatch, capsys):
     """--blend and --agree end up in the Settings that colorize_video gets; the defaults are Settings()'s."""
     from koala_utils import cli
 
-    seen = []
-
-    def fake_colorize_video(source, output, model, backbone, settings, **kwargs):
-        seen.append(settings)
-        return {"output": output, "frames": 1, "seconds": 1.0, "fps": 1.0}
-
-    monkeypatch.setattr(video, "colorize_video", fake_colorize_video)
+    calls = _record_colorize_video(monkeypatch)
     source = video_io.sample_clip("carphone_pristine")
     for extra in ([], ["--agree", "3", "--blend", "0.5"], ["--model", "vivid"], ["--model", "vivid", "--agree", "3"]):
         assert cli.main(["colorize-video", str(source), "-o", str(tmp_path / "c.mp4"), "--quiet", *extra]) == 0
+    seen = [settings for settings, _ in calls]
     assert seen[0] == video.Settings()
     assert (seen[1].agree_sigma, seen[1].blend) == (3.0, 0.5)
     assert seen[2] == video.Settings() and seen[3].agree_sigma == 3.0  # the vivid model: the same defaults
@@ -337,18 +344,12 @@ def test_cli_colorize_video_decoding_knobs(tmp_path, monkeypatch, capsys):
     a bad value or a mix with the paper model is refused before anything is written."""
     from koala_utils import cli
 
-    seen = []
-
-    def fake_colorize_video(source, output, model, backbone, settings, **kwargs):
-        seen.append(kwargs)
-        return {"output": output, "frames": 1, "seconds": 1.0, "fps": 1.0}
-
-    monkeypatch.setattr(video, "colorize_video", fake_colorize_video)
+    calls = _record_colorize_video(monkeypatch)
     source = video_io.sample_clip("carphone_pristine")
     out = tmp_path / "c.mp4"
     assert cli.main(["colorize-video", str(source), "-o", str(out), "--quiet", "--model", "vivid",
                      "--temperature", "0.5", "--cast-guard", "0.3", "--mix", "0.75"]) == cli.EXIT_OK
-    knobs = seen[0]
+    knobs = calls[0][1]
     assert (knobs["temperature"], knobs["cast_guard"], knobs["mix"]) == (0.5, 0.3, 0.75)
     assert knobs["partner"] is not None and "paper" in capsys.readouterr().err
     for args, word in ((["--model", "vivid", "--temperature", "0"], "--temperature"),
@@ -356,4 +357,4 @@ def test_cli_colorize_video_decoding_knobs(tmp_path, monkeypatch, capsys):
                        (["--model", "paper", "--mix", "0.5"], "regression")):
         assert cli.main(["colorize-video", str(source), "-o", str(out), "--quiet", *args]) == cli.EXIT_USAGE
         assert word in capsys.readouterr().err
-    assert len(seen) == 1 and not out.exists()
+    assert len(calls) == 1 and not out.exists()
